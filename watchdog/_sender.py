@@ -1,0 +1,401 @@
+"""The processor's background thread: batches, heartbeats, open-span state and resync.
+
+The app's threads only append to a deque (see ``processor.py``). This thread owns
+everything else: it turns raw SDK objects into wire events (reading only ids, kinds
+and names), keeps the set of spans this process has open, and talks to the sidecar.
+
+Delivery rules:
+- Pending events leave at most ``flush_interval`` after the first of them arrived,
+  or at once when a full batch is waiting; an idle process sends one heartbeat per
+  ``heartbeat_interval``.
+- After any failed send, or when the sidecar's id changes (it restarted), or when the
+  sidecar asks, the next batch carries a *resync*: every span open right now. The
+  sidecar treats it as the truth, so events lost in an outage can neither leave a
+  phantom span nor hide a real one.
+- While the sidecar is unreachable, state is kept (open spans are what the app has
+  open, nothing more) and pending events are capped; what the cap drops is counted
+  and reported in the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import msgspec
+import psutil
+from agents.tracing import Span
+
+from watchdog.protocol import (
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    PROTOCOL_VERSION,
+    Batch,
+    Event,
+    Heartbeat,
+    ProcessInfo,
+    SpanEnd,
+    SpanStart,
+    decode_reply,
+    encode,
+)
+
+START: Final = "start"
+END: Final = "end"
+
+logger = logging.getLogger("watchdog.processor")
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Validated settings of one processor (see ``WatchdogProcessor``)."""
+
+    url: str
+    service: str
+    token: str | None
+    max_batch: int
+    flush_interval: float
+    heartbeat_interval: float
+    request_timeout: float
+
+    @property
+    def max_pending(self) -> int:
+        """Events kept for delivery while the sidecar is unreachable."""
+        return 10 * self.max_batch
+
+
+class OpenSpan:
+    """A span this process has open, as the sender knows it."""
+
+    __slots__ = ("start", "task")
+
+    def __init__(self, start: SpanStart, task: weakref.ref[Any] | None) -> None:
+        self.start = start
+        # A weak reference: a span that is never closed must not keep its task (and
+        # everything the task's frames reference) alive.
+        self.task = task
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _span_name(data: Any) -> str:
+    """The human name of a span: agent, tool, guardrail or workflow — never its input."""
+    kind = data.type
+    if kind == "turn":
+        name = data.agent_name
+    elif kind == "handoff":
+        name = f"{data.from_agent or '?'} -> {data.to_agent or '?'}"
+    elif kind == "mcp_tools":
+        name = data.server
+    elif kind in ("generation", "transcription", "speech"):
+        name = data.model
+    else:
+        name = getattr(data, "name", None)
+    return str(name)[:MAX_NAME_LENGTH] if name else ""
+
+
+def describe_start(obj: Any, started: float, thread_id: int, task: Any) -> SpanStart:
+    """Turn an SDK ``Span`` or ``Trace`` that just started into a wire event."""
+    task_id = id(task) if task is not None else None
+    if isinstance(obj, Span):
+        data = obj.span_data
+        return SpanStart(
+            span_id=obj.span_id[:MAX_ID_LENGTH],
+            trace_id=obj.trace_id[:MAX_ID_LENGTH],
+            parent_id=obj.parent_id[:MAX_ID_LENGTH] if obj.parent_id else None,
+            kind=str(data.type)[:64],
+            name=_span_name(data),
+            started=started,
+            thread_id=thread_id,
+            task_id=task_id,
+        )
+    trace_id = obj.trace_id[:MAX_ID_LENGTH]
+    return SpanStart(
+        span_id=trace_id,
+        trace_id=trace_id,
+        parent_id=None,
+        kind="trace",
+        name=str(obj.name or "")[:MAX_NAME_LENGTH],
+        started=started,
+        thread_id=thread_id,
+        task_id=task_id,
+    )
+
+
+def _span_id_of(obj: Any) -> str:
+    key = obj.span_id if isinstance(obj, Span) else obj.trace_id
+    return str(key)[:MAX_ID_LENGTH]
+
+
+class Sender:
+    """Owns the connection to the sidecar for one processor in one process."""
+
+    def __init__(
+        self,
+        settings: SenderSettings,
+        queue: deque[tuple[Any, ...]],
+        dropped: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.max_batch = settings.max_batch
+        # Read lock-free by the app's threads: True while the sender sleeps with
+        # nothing pending, so the first new event wakes it (one Event.set per window).
+        self.armed = False
+        self._queue = queue
+        self._dropped = dropped
+        self._event = threading.Event()
+        self._open: dict[str, OpenSpan] = {}
+        self._pending: list[Event] = []
+        self._lost = 0
+        self._seq = 0
+        self._need_resync = True
+        self._resync_now = False
+        self._sidecar_id: str | None = None
+        self._failing = False
+        self._stopping = False
+        self._flush_lock = threading.Lock()
+        self._flush_waiters: list[threading.Event] = []
+        self._process: ProcessInfo | None = None
+        self._stop_deadline = float("inf")
+        self._thread = threading.Thread(
+            target=self._run, name="agents-watchdog-sender", daemon=True
+        )
+
+    # -- called from the app's threads ----------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Wake the thread now; lock-free except for the Event's own short lock."""
+        self.armed = False
+        self._event.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Block until what was recorded before this call was sent; False on timeout."""
+        done = threading.Event()
+        with self._flush_lock:
+            self._flush_waiters.append(done)
+        self.wake()
+        return done.wait(timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Send what is pending plus a goodbye, then end the thread; wait at most ``timeout``."""
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping = True
+        self.wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def open_spans(self) -> int:
+        """How many spans this process has open, as last drained."""
+        return len(self._open)
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._process = self._identity()
+            headers = {"content-type": "application/json"}
+            if self.settings.token:
+                headers["authorization"] = f"Bearer {self.settings.token}"
+            # trust_env=False: the sidecar is local; a proxy from the environment
+            # would only add a way to fail.
+            with httpx.Client(
+                headers=headers, timeout=self.settings.request_timeout, trust_env=False
+            ) as client:
+                self._loop(client)
+        except Exception:
+            # Last resort: the thread must not die noisily inside the app.
+            logger.exception("[non-fatal] agents-watchdog sender stopped")
+        finally:
+            self._release_waiters(self._take_waiters())
+
+    def _identity(self) -> ProcessInfo:
+        pid = os.getpid()
+        try:
+            create_time = psutil.Process(pid).create_time()
+        except psutil.Error:
+            create_time = 0.0
+        return ProcessInfo(
+            instance_id=uuid.uuid4().hex,
+            pid=pid,
+            host=socket.gethostname()[:MAX_NAME_LENGTH],
+            create_time=create_time,
+            service=self.settings.service[:MAX_NAME_LENGTH],
+            sdk_version=_version("openai-agents")[:64],
+            watchdog_version=_version("agents-watchdog")[:64],
+        )
+
+    def _loop(self, client: httpx.Client) -> None:
+        settings = self.settings
+        next_heartbeat = time.monotonic()  # the first exchange registers the process
+        flush_due: float | None = None
+        while True:
+            waiters = self._take_waiters()
+            self._drain()
+            now = time.monotonic()
+            if self._pending and flush_due is None:
+                flush_due = now + settings.flush_interval
+            stopping = self._stopping
+            if (
+                stopping
+                or waiters
+                or self._resync_now
+                or now >= next_heartbeat
+                or (flush_due is not None and now >= flush_due)
+                or len(self._pending) >= self.max_batch
+            ):
+                ok = self._send_all(client, goodbye=stopping)
+                self._release_waiters(waiters)
+                if stopping:
+                    return
+                now = time.monotonic()
+                next_heartbeat = now + settings.heartbeat_interval
+                # After a failure, try again with the next heartbeat, not sooner:
+                # a sidecar that is down should not be hammered four times a second.
+                flush_due = None if ok else next_heartbeat
+                continue
+            self._event.clear()
+            wake_at = next_heartbeat if flush_due is None else min(next_heartbeat, flush_due)
+            # Armed only when nothing is pending: while collecting a batch, only a
+            # full batch (checked by the app's threads) cuts the window short.
+            self.armed = flush_due is None
+            if self.armed and self._queue:
+                continue
+            self._event.wait(max(0.0, wake_at - now))
+            self.armed = False
+
+    def _take_waiters(self) -> list[threading.Event]:
+        with self._flush_lock:
+            waiters, self._flush_waiters = self._flush_waiters, []
+        return waiters
+
+    @staticmethod
+    def _release_waiters(waiters: list[threading.Event]) -> None:
+        for waiter in waiters:
+            waiter.set()
+
+    def _drain(self) -> None:
+        queue, open_spans, pending = self._queue, self._open, self._pending
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            try:
+                if item[0] is START:
+                    _, obj, started, thread_id, task = item
+                    start = describe_start(obj, started, thread_id, task)
+                    task_ref = weakref.ref(task) if task is not None else None
+                    open_spans[start.span_id] = OpenSpan(start, task_ref)
+                    pending.append(start)
+                else:
+                    _, obj, ended = item
+                    span_id = _span_id_of(obj)
+                    # An end without a recorded start (its start was dropped) tells
+                    # the sidecar nothing it can use.
+                    if open_spans.pop(span_id, None) is not None:
+                        pending.append(
+                            SpanEnd(span_id, ended, getattr(obj, "error", None) is not None)
+                        )
+            except Exception:
+                # A span object we cannot read is skipped, never fatal.
+                logger.debug(
+                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
+                )
+        excess = len(pending) - self.settings.max_pending
+        if excess > 0:
+            # The resync that follows an outage restores the open set; what is lost
+            # here is only the timing of spans that started and ended meanwhile.
+            del pending[:excess]
+            self._lost += excess
+
+    def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
+        """Send pending events in chunks of ``max_batch``; True when all were taken."""
+        self._resync_now = False
+        while True:
+            last = len(self._pending) <= self.max_batch
+            chunk = self._pending[: self.max_batch]
+            # The resync rides on the last chunk, so that it describes the state after
+            # every event the sidecar has been given.
+            resync = self._need_resync and last
+            if not self._post(client, chunk, resync, goodbye and last):
+                return False
+            del self._pending[: len(chunk)]
+            if last:
+                return True
+
+    def _post(self, client: httpx.Client, events: list[Event], resync: bool, goodbye: bool) -> bool:
+        assert self._process is not None
+        self._seq += 1
+        now = time.monotonic()
+        batch = Batch(
+            v=PROTOCOL_VERSION,
+            process=self._process,
+            seq=self._seq,
+            sent_at=now,
+            heartbeat=Heartbeat(
+                interval=self.settings.heartbeat_interval,
+                open_spans=len(self._open),
+                dropped_events=self._dropped() + self._lost,
+                wall_minus_mono=time.time() - now,
+            ),
+            events=events,
+            resync=[span.start for span in self._open.values()] if resync else None,
+            goodbye=goodbye,
+        )
+        timeout = self.settings.request_timeout
+        if self._stopping:
+            timeout = max(0.05, min(timeout, self._stop_deadline - now))
+        try:
+            response = client.post(
+                f"{self.settings.url}/v1/events", content=encode(batch), timeout=timeout
+            )
+            if response.status_code != 200:
+                return self._failed(f"HTTP {response.status_code}: {response.text[:300]}")
+            reply = decode_reply(response.content)
+        except (httpx.HTTPError, msgspec.MsgspecError, OSError) as exc:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        if self._failing:
+            self._failing = False
+            logger.warning("agents-watchdog: sidecar at %s reachable again", self.settings.url)
+        restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id
+        self._sidecar_id = reply.sidecar_id
+        if resync:
+            self._need_resync = reply.resync
+        elif reply.resync or restarted:
+            self._need_resync = True
+        self._resync_now = self._need_resync
+        return True
+
+    def _failed(self, reason: str) -> bool:
+        self._need_resync = True
+        if not self._failing:
+            # Once per streak of failures, not once per try.
+            self._failing = True
+            logger.warning(
+                "[non-fatal] agents-watchdog: cannot reach sidecar at %s (%s); "
+                "spans are kept and will be resent",
+                self.settings.url,
+                reason,
+            )
+        return False

@@ -1,0 +1,54 @@
+"""The ``agents-watchdog`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agents-watchdog",
+        description="Hang detection for OpenAI Agents SDK apps.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the sidecar",
+        description="Run the sidecar that receives spans from apps and flags hung ones. "
+        "Settings: --config FILE (TOML), then AGENTS_WATCHDOG_* variables, then these flags.",
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML config file")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 9750; 0 picks one)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for usage and config errors)."""
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        from watchdog.sidecar.app import version
+
+        print(version())
+        return 0
+    from watchdog.sidecar.config import ConfigError, load_config
+    from watchdog.sidecar.server import serve
+
+    try:
+        config = load_config(
+            args.config,
+            overrides={"host": args.host, "port": args.port, "log_level": args.log_level},
+        )
+    except ConfigError as exc:
+        print(f"agents-watchdog: {exc}", file=sys.stderr)
+        return 2
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The in-app side: a ``TracingProcessor`` that streams span starts and ends to the sidecar.
+
+Add one line to an app built on ``openai-agents``::
+
+    from watchdog.processor import install
+    install()                  # or install(url=..., service=..., token=...)
+
+Contract of :class:`WatchdogProcessor`, kept true by design:
+
+- ``on_trace_start``/``on_span_start``/``on_trace_end``/``on_span_end`` are thread-safe,
+  never block, never take a lock (but once per flush window, see ``_wake``), never
+  log, never raise, and allocate one small tuple. They record what only the calling
+  thread knows — its id, its running asyncio task, a monotonic timestamp — and append
+  to a bounded ``deque``. When the deque is full the event is dropped and counted.
+- Everything else (reading span attributes, bookkeeping of open spans, JSON, HTTP,
+  resync after outages) happens on one daemon thread, started on the first span.
+- ``force_flush()`` and ``shutdown(timeout)`` block their caller, as the SDK's
+  interface allows, and never for longer than their timeout.
+- After ``os.fork()`` the child starts clean: new identity, empty queue, no thread
+  until its first span.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from asyncio import current_task
+from asyncio.events import _get_running_loop
+from collections import deque
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Final
+
+from agents.tracing import TracingProcessor, add_trace_processor, set_trace_processors
+
+from watchdog._sender import END, START, Sender, SenderSettings
+
+if TYPE_CHECKING:
+    from agents.tracing import Span, Trace
+
+__all__ = ["DEFAULT_URL", "WatchdogProcessor", "install"]
+
+DEFAULT_URL: Final = "http://127.0.0.1:9750"
+_get_ident = threading.get_ident
+
+
+class WatchdogProcessor(TracingProcessor):
+    """Streams span lifecycles to an ``agents-watchdog`` sidecar so hung spans get noticed.
+
+    Construct it through :func:`install` unless you manage the SDK's processors
+    yourself. ``max_queue`` bounds the events waiting for the sender thread;
+    ``max_batch`` is the most events sent in one request (a full batch is sent at
+    once, otherwise pending events leave every ``flush_interval`` seconds at most);
+    ``heartbeat_interval`` is how often the process reports in even when idle.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        service: str = "app",
+        token: str | None = None,
+        *,
+        max_queue: int = 65_536,
+        max_batch: int = 2_000,
+        flush_interval: float = 0.25,
+        heartbeat_interval: float = 1.0,
+        request_timeout: float = 2.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if not 0 < flush_interval <= heartbeat_interval:
+            raise ValueError(
+                "flush_interval must be positive and at most heartbeat_interval, "
+                f"got {flush_interval} and {heartbeat_interval}"
+            )
+        if request_timeout <= 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout}")
+        self._settings = SenderSettings(
+            url=url.rstrip("/"),
+            service=service,
+            token=token,
+            max_batch=max_batch,
+            flush_interval=flush_interval,
+            heartbeat_interval=heartbeat_interval,
+            request_timeout=request_timeout,
+        )
+        self._max_queue = max_queue
+        self._start_lock = threading.Lock()
+        self._reset()
+        _FORK_CHILDREN.add(self)
+
+    def _reset(self) -> None:
+        # The queue, the wake flag and the sender are per process: a forked child
+        # must neither inherit its parent's pending events nor its dead thread.
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._sender: Sender | None = None
+        self._started = False
+        self._shut_down = False
+        self._dropped = 0
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def _record_start(self, item: Any) -> None:
+        try:
+            if not self._started:
+                self._start()
+            queue = self._queue
+            if len(queue) >= self._max_queue:
+                self._dropped += 1
+                return
+            loop = _get_running_loop()
+            queue.append(
+                (START, item, monotonic(), _get_ident(), current_task(loop) if loop else None)
+            )
+            sender = self._sender
+            if sender is not None and (sender.armed or len(queue) >= sender.max_batch):
+                sender.wake()
+        except Exception:
+            pass
+
+    def _record_end(self, item: Any) -> None:
+        try:
+            queue = self._queue
+            if len(queue) >= self._max_queue:
+                self._dropped += 1
+                return
+            queue.append((END, item, monotonic()))
+            sender = self._sender
+            if sender is not None and (sender.armed or len(queue) >= sender.max_batch):
+                sender.wake()
+        except Exception:
+            pass
+
+    def on_trace_start(self, trace: Trace) -> None:
+        """Record that a trace (a whole workflow run) began. O(1), never raises."""
+        self._record_start(trace)
+
+    def on_trace_end(self, trace: Trace) -> None:
+        """Record that a trace ended. O(1), never raises."""
+        self._record_end(trace)
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        """Record that a span began, with the calling thread and asyncio task."""
+        self._record_start(span)
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        """Record that a span ended. O(1), never raises."""
+        self._record_end(span)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started or self._shut_down:
+                return
+            self._sender = Sender(self._settings, self._queue, self._dropped_count)
+            self._sender.start()
+            self._started = True
+
+    def _dropped_count(self) -> int:
+        return self._dropped
+
+    def force_flush(self, timeout: float = 5.0) -> None:
+        """Send everything recorded so far and wait for the sidecar to take it.
+
+        Returns after at most ``timeout`` seconds whether or not the sidecar answered.
+        """
+        sender = self._sender
+        if sender is not None:
+            sender.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Send what is pending and a goodbye, then stop the sender thread.
+
+        Safe to call more than once; waits at most ``timeout`` seconds (5 by default).
+        Spans that start afterwards are ignored.
+        """
+        with self._start_lock:
+            self._shut_down = True
+            self._started = True  # keeps the hot path from starting a new sender
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.stop(5.0 if timeout is None else timeout)
+        # A deque with maxlen 0 discards every append: after shutdown the hot path
+        # keeps working, at the same cost, and holds on to nothing.
+        self._queue = deque(maxlen=0)
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the queue to the sender thread was full."""
+        return self._dropped
+
+    def _after_fork_in_child(self) -> None:
+        self._start_lock = threading.Lock()
+        was_shut_down = self._shut_down
+        self._reset()
+        if was_shut_down:
+            self._shut_down = self._started = True
+            self._queue = deque(maxlen=0)
+
+
+_FORK_CHILDREN: weakref.WeakSet[WatchdogProcessor] = weakref.WeakSet()
+
+
+def _reset_processors_in_child() -> None:
+    for processor in list(_FORK_CHILDREN):
+        processor._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_processors_in_child)
+
+_installed: WatchdogProcessor | None = None
+_install_lock = threading.Lock()
+
+
+def install(
+    url: str | None = None,
+    service: str | None = None,
+    token: str | None = None,
+    replace_default: bool = False,
+) -> WatchdogProcessor:
+    """Register a :class:`WatchdogProcessor` with the SDK's tracing and return it.
+
+    ``url`` defaults to ``$AGENTS_WATCHDOG_URL`` or ``http://127.0.0.1:9750``;
+    ``service`` to ``$AGENTS_WATCHDOG_SERVICE`` or the program's name; ``token`` to
+    ``$AGENTS_WATCHDOG_TOKEN``. With ``replace_default=True`` the SDK's own processors
+    are replaced, so spans are watched but not exported to OpenAI.
+
+    Calling it again returns the processor already installed. Nothing starts until the
+    first span: it is safe to call before a server forks its workers.
+    """
+    global _installed
+    with _install_lock:
+        if _installed is not None:
+            return _installed
+        processor = WatchdogProcessor(
+            url=url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL,
+            service=service or os.environ.get("AGENTS_WATCHDOG_SERVICE") or _program_name(),
+            token=token or os.environ.get("AGENTS_WATCHDOG_TOKEN") or None,
+        )
+        if replace_default:
+            set_trace_processors([processor])
+        else:
+            add_trace_processor(processor)
+        _installed = processor
+        return processor
+
+
+def _program_name() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    name = name.removesuffix(".py")
+    return name if name and name not in {"-c", "__main__"} else "app"

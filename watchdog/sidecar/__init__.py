@@ -1,0 +1,1 @@
+"""The sidecar: ``agents-watchdog serve``. Apps never import this package."""

@@ -1,0 +1,336 @@
+"""Sidecar configuration: TOML file, then ``AGENTS_WATCHDOG_*`` environment, then flags.
+
+Every error names the key and the expected form, e.g.
+``config error: thresholds.response: expected a number of seconds > 0, got "fast"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import ipaddress
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+__all__ = [
+    "CONTAINER_KINDS",
+    "DEFAULT_THRESHOLDS",
+    "KINDS",
+    "Config",
+    "ConfigError",
+    "Rule",
+    "ServerConfig",
+    "Thresholds",
+    "load_config",
+]
+
+# The span kinds the SDK emits, plus `trace` for the trace itself.
+KINDS: Final = frozenset(
+    {
+        "trace",
+        "task",
+        "agent",
+        "turn",
+        "response",
+        "generation",
+        "function",
+        "handoff",
+        "guardrail",
+        "custom",
+        "mcp_tools",
+        "transcription",
+        "speech",
+        "speech_group",
+    }
+)
+# Containers are judged by idleness of their subtree, leaves by time open.
+CONTAINER_KINDS: Final = frozenset({"trace", "task", "agent", "turn"})
+ACTIONS: Final = ("alert", "cancel", "terminate", "kill")
+Action = Literal["alert", "cancel", "terminate", "kill"]
+
+DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
+    "default": 120.0,
+    # Reasoning models legitimately think for minutes; the OpenAI client itself
+    # gives up on a read only after 600 s.
+    "response": 300.0,
+    "generation": 300.0,
+    "function": 300.0,
+    "mcp_tools": 60.0,
+    "handoff": 60.0,
+    # Containers: seconds with no span starting or ending anywhere below them while
+    # none of their descendants is open (an open descendant is judged on its own).
+    "trace": 600.0,
+    "task": 600.0,
+    "agent": 600.0,
+    "turn": 600.0,
+}
+DEFAULT_PORT: Final = 9750
+ENV_PREFIX: Final = "AGENTS_WATCHDOG_"
+# Read by the app's processor, not by the sidecar; allowed in a shared environment.
+_APP_ONLY_ENV: Final = frozenset({"AGENTS_WATCHDOG_URL", "AGENTS_WATCHDOG_SERVICE"})
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, mistyped or out of range; the message says which."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config error: {key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: where the sidecar listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can connect."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``[[rules]]`` entry; ``None`` fields fall through to the kind's defaults."""
+
+    kind: str | None = None
+    name: str = "*"
+    threshold: float | None = None
+    action: Action = "alert"
+
+    def matches(self, kind: str, name: str) -> bool:
+        """True when this rule applies to a span of ``kind`` named ``name``."""
+        return (self.kind is None or self.kind == kind) and fnmatch.fnmatchcase(name, self.name)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Resolves the threshold, action and optional whole-span deadline of a span."""
+
+    by_kind: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    max_duration: Mapping[str, float] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+
+    def resolve(self, kind: str, name: str) -> tuple[float, Action, float | None]:
+        """``(threshold, action, max_duration)`` for a span: first matching rule wins."""
+        base = self.by_kind.get(kind, self.by_kind["default"])
+        for rule in self.rules:
+            if rule.matches(kind, name):
+                threshold = base if rule.threshold is None else rule.threshold
+                return threshold, rule.action, self.max_duration.get(kind)
+        return base, "alert", self.max_duration.get(kind)
+
+    def edges(self) -> list[float]:
+        """Every configured threshold, for use as histogram bucket edges."""
+        values = set(self.by_kind.values()) | set(self.max_duration.values())
+        values |= {r.threshold for r in self.rules if r.threshold is not None}
+        return sorted(values)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole sidecar configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    source: str = "defaults"
+
+
+def _seconds(key: str, value: object) -> float:
+    if isinstance(value, str):
+        # Environment variables arrive as text; a bad one is reported below as-is.
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+def _int(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, f"expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def _table(key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {value!r}")
+    return value
+
+
+def _reject_unknown(key: str, table: Mapping[str, object], known: set[str]) -> None:
+    for name in table:
+        if name not in known:
+            where = f"{key}.{name}" if key else name
+            raise ConfigError(where, f"unknown key; expected one of: {', '.join(sorted(known))}")
+
+
+def _kind_table(key: str, raw: object, allow_default: bool) -> dict[str, float]:
+    table = _table(key, raw)
+    known = set(KINDS) | ({"default"} if allow_default else set())
+    _reject_unknown(key, table, known)
+    return {kind: _seconds(f"{key}.{kind}", value) for kind, value in table.items()}
+
+
+def _server(raw: Mapping[str, object]) -> ServerConfig:
+    _reject_unknown("server", raw, {"host", "port", "token", "max_body_bytes", "log_level"})
+    defaults = ServerConfig()
+    host = _str("server.host", raw.get("host", defaults.host))
+    port = _int("server.port", raw.get("port", defaults.port), 0, 65535)
+    token = raw.get("token", defaults.token)
+    if token is not None:
+        token = _str("server.token", token) or None
+    max_body = _int(
+        "server.max_body_bytes", raw.get("max_body_bytes", defaults.max_body_bytes), 1024, 2**30
+    )
+    level = _str("server.log_level", raw.get("log_level", defaults.log_level)).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(
+            "server.log_level", f"expected debug, info, warning or error, got {level!r}"
+        )
+    server = ServerConfig(host, port, token, max_body, level)
+    if not server.loopback and not server.token:
+        raise ConfigError(
+            "server.token",
+            f"binding to {host!r} (not loopback) requires a token "
+            "(set server.token or AGENTS_WATCHDOG_TOKEN)",
+        )
+    return server
+
+
+def _rules(raw: object) -> tuple[Rule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("rules", f"expected an array of tables ([[rules]]), got {raw!r}")
+    rules = []
+    for index, entry in enumerate(raw):
+        key = f"rules[{index}]"
+        table = _table(key, entry)
+        _reject_unknown(key, table, {"kind", "name", "threshold", "action"})
+        kind = table.get("kind")
+        if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
+            raise ConfigError(
+                f"{key}.kind", f"expected one of {', '.join(sorted(KINDS))}, got {kind!r}"
+            )
+        name = _str(f"{key}.name", table.get("name", "*"))
+        threshold = table.get("threshold")
+        action = table.get("action", "alert")
+        if action not in ACTIONS:
+            raise ConfigError(
+                f"{key}.action", f"expected one of {', '.join(ACTIONS)}, got {action!r}"
+            )
+        if threshold is None and "action" not in table:
+            raise ConfigError(key, "a rule needs a threshold, an action, or both")
+        rules.append(
+            Rule(
+                kind=kind,
+                name=name,
+                threshold=None if threshold is None else _seconds(f"{key}.threshold", threshold),
+                action=action,
+            )
+        )
+    return tuple(rules)
+
+
+def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Apply ``AGENTS_WATCHDOG_*`` variables on top of the file's values."""
+    server = data.setdefault("server", {})
+    thresholds = data.setdefault("thresholds", {})
+    max_duration = data.setdefault("max_duration", {})
+    simple = {
+        "HOST": "host",
+        "PORT": "port",
+        "TOKEN": "token",
+        "LOG_LEVEL": "log_level",
+        "MAX_BODY_BYTES": "max_body_bytes",
+    }
+    for name, value in environ.items():
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in _APP_ONLY_ENV
+            or name == "AGENTS_WATCHDOG_CONFIG"
+        ):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest in simple:
+            server[simple[rest]] = value
+        elif rest.startswith("THRESHOLD_"):
+            thresholds[rest[len("THRESHOLD_") :].lower()] = value
+        elif rest.startswith("MAX_DURATION_"):
+            max_duration[rest[len("MAX_DURATION_") :].lower()] = value
+        else:
+            raise ConfigError(
+                name,
+                "unknown environment variable; expected AGENTS_WATCHDOG_HOST, _PORT, _TOKEN, "
+                "_LOG_LEVEL, _MAX_BODY_BYTES, _CONFIG, _THRESHOLD_<KIND> or _MAX_DURATION_<KIND>",
+            )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration: defaults < TOML file < environment < ``overrides``.
+
+    ``path`` defaults to ``$AGENTS_WATCHDOG_CONFIG`` when set. ``overrides`` holds
+    ``[server]`` keys given as command-line flags. Raises :class:`ConfigError`.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("AGENTS_WATCHDOG_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {source}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{source} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("--config", f"{source} is not UTF-8 text") from None
+    _reject_unknown("", data, {"server", "thresholds", "max_duration", "rules"})
+    for key in ("server", "thresholds", "max_duration"):
+        data[key] = dict(_table(key, data.get(key, {})))
+    _overlay_env(data, environ)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data["server"][key] = value
+
+    by_kind = dict(DEFAULT_THRESHOLDS)
+    by_kind.update(_kind_table("thresholds", data["thresholds"], allow_default=True))
+    return Config(
+        server=_server(data["server"]),
+        thresholds=Thresholds(
+            by_kind=by_kind,
+            max_duration=_kind_table("max_duration", data["max_duration"], allow_default=False),
+            rules=_rules(data.get("rules", [])),
+        ),
+        source=source,
+    )

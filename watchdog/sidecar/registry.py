@@ -1,0 +1,448 @@
+"""Open spans per process, and the deadline of each, kept in one heap.
+
+The registry is single-threaded: the sidecar's event loop is its only caller.
+
+Cost per event is O(log n) plus O(depth) for the walk up to the span's ancestors.
+Nothing here walks all spans on a timer: the detector asks :meth:`Registry.next_deadline`
+and sleeps until then. Each span has at most one live heap entry; a container whose
+subtree stays active is re-examined when its entry comes due and pushed back, rather
+than re-pushed on every event. Entries left by spans that ended are skipped when
+popped, and the heap is rebuilt when they outnumber live entries.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, Literal
+
+from watchdog.protocol import Batch, Heartbeat, ProcessInfo, SpanEnd, SpanStart
+from watchdog.sidecar.config import CONTAINER_KINDS, Action, Thresholds
+
+__all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
+
+SpanState = Literal["open", "hung"]
+HungReason = Literal["open too long", "idle too long", "over max duration"]
+INF: Final = math.inf
+# Ancestor walks stop here: real traces are a handful deep, and a hostile batch could
+# otherwise make a parent cycle.
+MAX_DEPTH: Final = 64
+_RESOLVE_CACHE_SIZE: Final = 4096
+
+
+class OpenSpan:
+    """A span the sidecar believes is open. Times are on the sidecar's monotonic clock."""
+
+    __slots__ = (
+        "action",
+        "container",
+        "deadline",
+        "flagged_at",
+        "kind",
+        "last_activity",
+        "max_duration",
+        "name",
+        "open_children",
+        "parent_key",
+        "process",
+        "reason",
+        "span_id",
+        "started",
+        "state",
+        "task_id",
+        "thread_id",
+        "threshold",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        process: ProcessRecord,
+        start: SpanStart,
+        started: float,
+        threshold: float,
+        action: Action,
+        max_duration: float | None,
+    ) -> None:
+        self.process = process
+        self.span_id = start.span_id
+        self.trace_id = start.trace_id
+        self.kind = start.kind
+        self.name = start.name
+        self.parent_key = start.parent_id or (start.trace_id if start.kind != "trace" else None)
+        self.container = start.kind in CONTAINER_KINDS
+        self.started = started
+        self.threshold = threshold
+        self.action: Action = action
+        self.max_duration = max_duration
+        self.thread_id = start.thread_id
+        self.task_id = start.task_id
+        self.last_activity = started
+        self.open_children = 0
+        self.state: SpanState = "open"
+        self.reason: HungReason | None = None
+        self.flagged_at: float | None = None
+        # The deadline of this span's one live heap entry; None when it has none.
+        self.deadline: float | None = None
+
+    def deadline_now(self) -> float:
+        """When this span becomes hung if nothing else happens (``inf``: not while so)."""
+        if not self.container:
+            return self.started + self.threshold
+        # An open descendant is judged by its own threshold; flagging its ancestors
+        # too would report one stuck call several times.
+        idle = INF if self.open_children else self.last_activity + self.threshold
+        cap = INF if self.max_duration is None else self.started + self.max_duration
+        return min(idle, cap)
+
+    def agent(self) -> str | None:
+        """The name of the nearest enclosing ``agent`` span (this one, if it is one)."""
+        spans = self.process.spans
+        node: OpenSpan | None = self
+        for _ in range(MAX_DEPTH):
+            if node is None:
+                return None
+            if node.kind == "agent":
+                return node.name
+            node = spans.get(node.parent_key) if node.parent_key else None
+        return None
+
+
+class ProcessRecord:
+    """One app process that talks to this sidecar, and the spans it has open."""
+
+    __slots__ = (
+        "dropped_events",
+        "heartbeat_interval",
+        "hung",
+        "info",
+        "last_seen",
+        "offset",
+        "open_reported",
+        "spans",
+        "spans_by_kind",
+        "wall_minus_mono",
+        "_offset_samples",
+    )
+
+    def __init__(self, info: ProcessInfo, now: float) -> None:
+        self.info = info
+        self.spans: dict[str, OpenSpan] = {}
+        # Per kind, in order of start: the first entry is the oldest open span.
+        self.spans_by_kind: dict[str, dict[str, OpenSpan]] = {}
+        self.hung: dict[str, int] = {}
+        self.last_seen = now
+        self.offset = 0.0
+        self._offset_samples: deque[float] = deque(maxlen=8)
+        self.heartbeat_interval = 1.0
+        self.wall_minus_mono = 0.0
+        self.open_reported = 0
+        self.dropped_events = 0
+
+    @property
+    def service(self) -> str:
+        """The service name the app declared."""
+        return self.info.service
+
+    def observe(self, sent_at: float, heartbeat: Heartbeat, now: float) -> None:
+        """Take a heartbeat: liveness, and one sample of the app-to-sidecar clock offset.
+
+        The sample is ``arrival - departure``: the true offset plus the transit time.
+        The smallest of recent samples is the best estimate (transit only adds), and a
+        window of eight lets the estimate follow a machine that was suspended.
+        """
+        self._offset_samples.append(now - sent_at)
+        self.offset = min(self._offset_samples)
+        self.last_seen = now
+        self.heartbeat_interval = heartbeat.interval
+        self.wall_minus_mono = heartbeat.wall_minus_mono
+        self.open_reported = heartbeat.open_spans
+        self.dropped_events = heartbeat.dropped_events
+
+    def wall_time(self, local: float) -> float:
+        """Convert a sidecar-monotonic time into the app's wall-clock seconds."""
+        return local - self.offset + self.wall_minus_mono
+
+    def state(self, now: float) -> str:
+        """``live`` while heartbeats arrive, ``unresponsive`` after three missed ones."""
+        return "live" if now - self.last_seen <= 3 * self.heartbeat_interval else "unresponsive"
+
+
+class RegistryListener:
+    """Receives what happens in the registry; every method is optional to override."""
+
+    def process_joined(self, process: ProcessRecord, now: float) -> None:
+        """A process sent its first batch."""
+
+    def process_left(self, process: ProcessRecord, now: float) -> None:
+        """A process shut down cleanly."""
+
+    def span_hung(self, span: OpenSpan, now: float) -> None:
+        """A span passed its deadline."""
+
+    def span_resumed(self, span: OpenSpan, now: float) -> None:
+        """A container flagged as idle saw activity below it again."""
+
+    def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
+        """A span left the registry; ``duration`` is None when its end time is unknown."""
+
+
+class Registry:
+    """Open spans of every process, with deadline scheduling. Not thread-safe."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        listener: RegistryListener | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.thresholds = thresholds
+        self.listener = listener or RegistryListener()
+        self.clock = clock or time.monotonic
+        self.processes: dict[str, ProcessRecord] = {}
+        self.open_count = 0
+        self._heap: list[tuple[float, int, OpenSpan]] = []
+        self._seq = itertools.count()
+        self._resolved: dict[tuple[str, str], tuple[float, Action, float | None]] = {}
+
+    # -- ingest -----------------------------------------------------------------------
+
+    def apply(self, batch: Batch, now: float | None = None) -> bool:
+        """Apply one batch; returns True when the sidecar needs the process to resync.
+
+        That is the case when the process is new to this sidecar (it restarted, or the
+        process forgot to say hello) and the batch carries no resync.
+        """
+        now = self.clock() if now is None else now
+        info = batch.process
+        process = self.processes.get(info.instance_id)
+        wants_resync = False
+        if process is None:
+            process = ProcessRecord(info, now)
+            self.processes[info.instance_id] = process
+            wants_resync = batch.resync is None and not batch.goodbye
+            self.listener.process_joined(process, now)
+        else:
+            process.info = info
+        process.observe(batch.sent_at, batch.heartbeat, now)
+        for event in batch.events:
+            if type(event) is SpanStart:
+                self._start(process, event)
+            else:
+                assert type(event) is SpanEnd
+                self._end(process, event, now)
+        if batch.resync is not None:
+            self._resync(process, batch.resync, now)
+        if batch.goodbye:
+            self._forget(process, now)
+        return wants_resync
+
+    def _resolve(self, kind: str, name: str) -> tuple[float, Action, float | None]:
+        key = (kind, name)
+        found = self._resolved.get(key)
+        if found is None:
+            if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+                self._resolved.clear()
+            found = self._resolved[key] = self.thresholds.resolve(kind, name)
+        return found
+
+    def _start(self, process: ProcessRecord, event: SpanStart) -> None:
+        if event.span_id in process.spans:
+            return  # a duplicate start (a resent batch) changes nothing
+        threshold, action, max_duration = self._resolve(event.kind, event.name)
+        started = event.started + process.offset
+        span = OpenSpan(process, event, started, threshold, action, max_duration)
+        process.spans[span.span_id] = span
+        process.spans_by_kind.setdefault(span.kind, {})[span.span_id] = span
+        self.open_count += 1
+        parent = process.spans.get(span.parent_key) if span.parent_key else None
+        if parent is not None:
+            parent.open_children += 1
+        self._touch_ancestors(span, started)
+        self._schedule(span, span.deadline_now())
+
+    def _end(self, process: ProcessRecord, event: SpanEnd, now: float) -> None:
+        span = process.spans.get(event.span_id)
+        if span is None:
+            return  # an end for a span never seen (or already resynced away)
+        ended = event.ended + process.offset
+        self._remove(span, ended)
+        self.listener.span_ended(span, max(0.0, ended - span.started), now)
+
+    def _remove(self, span: OpenSpan, at: float) -> None:
+        process = span.process
+        del process.spans[span.span_id]
+        by_kind = process.spans_by_kind[span.kind]
+        del by_kind[span.span_id]
+        if not by_kind:
+            del process.spans_by_kind[span.kind]
+        self.open_count -= 1
+        span.deadline = None  # its heap entry, if any, is now stale
+        if span.state == "hung":
+            process.hung[span.kind] -= 1
+        parent = process.spans.get(span.parent_key) if span.parent_key else None
+        if parent is not None and parent.open_children > 0:
+            parent.open_children -= 1
+        self._touch_ancestors(span, at)
+
+    def _touch_ancestors(self, span: OpenSpan, at: float) -> None:
+        """Record activity at ``at`` on every ancestor of ``span``."""
+        spans = span.process.spans
+        key = span.parent_key
+        for _ in range(MAX_DEPTH):
+            if key is None:
+                return
+            ancestor = spans.get(key)
+            if ancestor is None:
+                return
+            ancestor.last_activity = max(ancestor.last_activity, at)
+            if ancestor.state == "hung" and ancestor.reason == "idle too long":
+                self._unflag(ancestor)
+            self._schedule(ancestor, ancestor.deadline_now())
+            key = ancestor.parent_key
+
+    def _resync(self, process: ProcessRecord, starts: Sequence[SpanStart], now: float) -> None:
+        """Make the process's open spans exactly ``starts``."""
+        wanted = {start.span_id: start for start in starts}
+        for span in [s for s in process.spans.values() if s.span_id not in wanted]:
+            # It ended while we could not hear about it: its end time is unknown.
+            self._remove(span, now)
+            self.listener.span_ended(span, None, now)
+        for start in sorted(starts, key=lambda s: s.started):
+            self._start(process, start)
+        # Spans that arrive by resync may be older than those already known; restore
+        # start order (the oldest-span metric reads the first entry) and recount
+        # children, which may have arrived before their parents.
+        for kind, by_kind in process.spans_by_kind.items():
+            process.spans_by_kind[kind] = dict(
+                sorted(by_kind.items(), key=lambda item: item[1].started)
+            )
+        for span in process.spans.values():
+            span.open_children = 0
+        for span in process.spans.values():
+            parent = process.spans.get(span.parent_key) if span.parent_key else None
+            if parent is not None:
+                parent.open_children += 1
+        for span in process.spans.values():
+            if span.container and span.state == "open":
+                self._schedule(span, span.deadline_now())
+
+    def _forget(self, process: ProcessRecord, now: float) -> None:
+        for span in list(process.spans.values()):
+            self._remove(span, now)
+            self.listener.span_ended(span, None, now)
+        del self.processes[process.info.instance_id]
+        self.listener.process_left(process, now)
+
+    # -- deadlines --------------------------------------------------------------------
+
+    def _schedule(self, span: OpenSpan, deadline: float) -> None:
+        if deadline == INF or span.state != "open":
+            return
+        if span.deadline is not None and span.deadline <= deadline:
+            return  # the live entry comes due first and will re-examine the span
+        span.deadline = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), span))
+        if len(self._heap) > 4 * self.open_count + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop entries of spans that ended or were rescheduled: O(n), amortised."""
+        self._heap = [entry for entry in self._heap if entry[2].deadline == entry[0]]
+        heapq.heapify(self._heap)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which some span may become hung, or None."""
+        heap = self._heap
+        while heap and heap[0][2].deadline != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def expire(self, now: float | None = None) -> list[OpenSpan]:
+        """Flag every span whose deadline has passed; returns them, oldest deadline first."""
+        now = self.clock() if now is None else now
+        flagged = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, span = heapq.heappop(heap)
+            if span.deadline != deadline:
+                continue  # stale: the span ended or has an earlier entry
+            span.deadline = None
+            if span.state != "open":
+                continue
+            due = span.deadline_now()
+            if due > now:
+                self._schedule(span, due)
+                continue
+            self._flag(span, now)
+            flagged.append(span)
+        return flagged
+
+    def _flag(self, span: OpenSpan, now: float) -> None:
+        span.state = "hung"
+        span.flagged_at = now
+        if not span.container:
+            span.reason = "open too long"
+        elif span.max_duration is not None and now >= span.started + span.max_duration:
+            span.reason = "over max duration"
+        else:
+            span.reason = "idle too long"
+        hung = span.process.hung
+        hung[span.kind] = hung.get(span.kind, 0) + 1
+        self.listener.span_hung(span, now)
+
+    def _unflag(self, span: OpenSpan) -> None:
+        span.state = "open"
+        span.reason = None
+        span.flagged_at = None
+        span.process.hung[span.kind] -= 1
+        self.listener.span_resumed(span, self.clock())
+
+    # -- reading ----------------------------------------------------------------------
+
+    def spans(self) -> Iterator[OpenSpan]:
+        """Every open span (hung ones included), process by process."""
+        for process in self.processes.values():
+            yield from process.spans.values()
+
+
+class Fanout(RegistryListener):
+    """Passes each registry event to several listeners; one failing cannot stop the others
+    nor leave the registry half-updated."""
+
+    def __init__(
+        self, listeners: Sequence[RegistryListener], on_error: Callable[[str], None]
+    ) -> None:
+        self.listeners = tuple(listeners)
+        self.on_error = on_error
+
+    def _each(self, method: str, *args: object) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, method)(*args)
+            except Exception:
+                self.on_error(f"{type(listener).__name__}.{method}")
+
+    def process_joined(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_joined", process, now)
+
+    def process_left(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_left", process, now)
+
+    def span_hung(self, span: OpenSpan, now: float) -> None:
+        """Fan out."""
+        self._each("span_hung", span, now)
+
+    def span_resumed(self, span: OpenSpan, now: float) -> None:
+        """Fan out."""
+        self._each("span_resumed", span, now)
+
+    def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
+        """Fan out."""
+        self._each("span_ended", span, duration, now)
