@@ -91,10 +91,11 @@ class OpenSpan:
 
     def deadline_now(self) -> float:
         """When this span becomes hung if nothing else happens (``inf``: not while so)."""
+        # While it has open children the span waits on them, and they are judged by
+        # their own thresholds: flagging every ancestor too would report one stuck
+        # call several times (a function tool that runs a sub-agent, say).
         if not self.container:
-            return self.started + self.threshold
-        # An open descendant is judged by its own threshold; flagging its ancestors
-        # too would report one stuck call several times.
+            return INF if self.open_children else self.started + self.threshold
         idle = INF if self.open_children else self.last_activity + self.threshold
         cap = INF if self.max_duration is None else self.started + self.max_duration
         return min(idle, cap)

@@ -7,6 +7,7 @@ import socket
 
 import uvicorn
 
+from watchdog._serving import GracefulServer
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import Config
 from watchdog.sidecar.logs import configure_logging, log_event
@@ -55,7 +56,7 @@ def serve(config: Config) -> int:
         config=config.source,
         auth=config.server.token is not None,
     )
-    server = uvicorn.Server(
+    server = GracefulServer(
         uvicorn.Config(
             sidecar.app(),
             log_config=None,
@@ -68,8 +69,6 @@ def serve(config: Config) -> int:
             server_header=False,
         )
     )
-    # uvicorn installs SIGTERM/SIGINT handlers for a graceful stop and restores the
-    # previous ones when it returns.
     server.run(sockets=[sock])
     sock.close()
     return 0

@@ -1,0 +1,34 @@
+# Every command a newcomer needs. Each target creates .venv on first use and reuses it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench bench-quick clean
+
+# Re-installs only when the dependency list changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## a real agent app hangs; the sidecar flags it, then sees it recover
+	$(PY) -m watchdog.demo
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint  ## lint, then the whole test suite (slow scenarios included)
+	$(PY) -m pytest
+
+bench: $(STAMP)  ## benchmarks, full mode
+	$(PY) -m bench.processor_overhead
+
+bench-quick: $(STAMP)  ## benchmarks, smoke mode
+	$(PY) -m bench.processor_overhead --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,0 +1,189 @@
+"""``make demo``: a real multi-agent app hangs, and the sidecar says so within seconds.
+
+What runs, all on loopback, no API key and no network:
+- a stand-in for the OpenAI Responses API (``watchdog.standin``);
+- the sidecar, ``agents-watchdog serve``, as a child process with short demo thresholds;
+- an openai-agents app: a Coordinator that asks a Researcher sub-agent (as a tool) and
+  a Fact-checker tool; the Researcher's model request never returns.
+
+The demo prints what the operator would see — the hung span in ``/v1/spans``, the
+Prometheus metrics, the sidecar's log line — then releases the stuck request and shows
+the span recovering. It exits 0 when every step happened as described.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+DEMO_CONFIG = """\
+# Short thresholds so the demo takes seconds; production defaults are minutes.
+[thresholds]
+default = 5
+response = 2
+function = 3
+agent = 8
+turn = 8
+task = 8
+trace = 8
+"""
+
+RESEARCHER_SCRIPT = "standin:hang"
+COORDINATOR_SCRIPT = "standin:tool=check_facts;tool=ask_researcher;reply=Here is your briefing."
+
+
+def say(text: str = "") -> None:
+    """Print one line of the demo's narration, at once."""
+    print(text, flush=True)
+
+
+def build_app(model_client: Any) -> Any:
+    """The demo's agents: a Coordinator using a Researcher sub-agent and a tool."""
+    from agents import Agent, OpenAIResponsesModel, function_tool
+
+    def model(script: str) -> OpenAIResponsesModel:
+        return OpenAIResponsesModel(model=script, openai_client=model_client)
+
+    @function_tool
+    async def check_facts(claim: str) -> str:
+        """Check a claim against the fact base."""
+        await asyncio.sleep(0.05)
+        return "confirmed"
+
+    researcher = Agent(
+        name="Researcher",
+        instructions="Research the question thoroughly.",
+        model=model(RESEARCHER_SCRIPT),
+    )
+    return Agent(
+        name="Coordinator",
+        instructions="Answer with help from your researcher.",
+        model=model(COORDINATOR_SCRIPT),
+        tools=[
+            check_facts,
+            researcher.as_tool(
+                tool_name="ask_researcher", tool_description="Ask the Researcher a question."
+            ),
+        ],
+    )
+
+
+def poll(check: Callable[[], Any], within: float, every: float = 0.1) -> Any:
+    """Call ``check`` until it returns something truthy or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(every)
+
+
+def metric_lines(sidecar_url: str, *names: str) -> list[str]:
+    """The sample lines of the named metrics, as Prometheus would scrape them."""
+    text = httpx.get(f"{sidecar_url}/metrics", timeout=5).text
+    return [line for line in text.splitlines() if line.startswith(names) and "} 0.0" not in line]
+
+
+def main() -> int:
+    """Run the demo; returns 0 when detection and recovery were both shown."""
+    from agents import Runner
+    from openai import AsyncOpenAI
+
+    from watchdog.processor import install
+    from watchdog.sidecar.launcher import SidecarProcess
+    from watchdog.standin import StandInServer
+
+    say("agents-watchdog demo: a multi-agent app hangs; the sidecar notices.")
+    say()
+    with StandInServer() as standin, SidecarProcess(DEMO_CONFIG) as sidecar:
+        say(f"1. Sidecar listening at {sidecar.url} (response threshold 2 s for the demo).")
+        say(f"   Responses API stand-in at {standin.url}: the Researcher's request will hang.")
+        processor = install(url=sidecar.url, service="demo-app", replace_default=True)
+        say("2. App started with one line: install(url=..., service='demo-app').")
+
+        async def run_app() -> str:
+            client = AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="demo", max_retries=0)
+            try:
+                result = await Runner.run(build_app(client), "Brief me on the quarterly numbers.")
+                return str(result.final_output)
+            finally:
+                await client.close()
+
+        outcome: dict[str, Any] = {}
+
+        def in_thread() -> None:
+            try:
+                outcome["output"] = asyncio.run(run_app())
+            except Exception as exc:  # reported below, the demo then fails
+                outcome["error"] = exc
+
+        import threading
+
+        app = threading.Thread(target=in_thread, name="demo-app")
+        started = time.monotonic()
+        app.start()
+        say("3. Coordinator runs: checks a fact, then asks the Researcher ...")
+
+        def hung_response() -> dict[str, Any] | None:
+            spans = httpx.get(f"{sidecar.url}/v1/spans?state=hung", timeout=5).json()["spans"]
+            return next((s for s in spans if s["kind"] == "response"), None)
+
+        span = poll(hung_response, within=15)
+        if not span:
+            say("FAILED: the hung span was not flagged.")
+            standin.release()
+            app.join(10)
+            return 1
+        say(
+            f"4. Flagged {time.monotonic() - started:.1f} s after the run began: "
+            f"a '{span['kind']}' span of agent '{span['agent']}' has been open "
+            f"{span['age_seconds']:.1f} s (threshold {span['threshold_seconds']:g} s)."
+        )
+        say(f"   service={span['service']} pid={span['pid']} host={span['host']}")
+        say(f"   trace={span['trace_id']} span={span['span_id']}")
+        entry = sidecar.wait_for("span_hung", timeout=5)
+        if entry is not None:
+            say(
+                "   sidecar log: "
+                + ", ".join(f"{k}={entry[k]}" for k in ("event", "kind", "agent", "age_seconds"))
+            )
+        say("   /metrics:")
+        for line in metric_lines(
+            sidecar.url, "agents_watchdog_hung_spans", "agents_watchdog_oldest_open_span_age"
+        ):
+            say(f"     {line}")
+
+        say("5. The stuck request is released (as when the upstream finally answers) ...")
+        standin.release()
+        app.join(15)
+        recovered = sidecar.wait_for(
+            "span_recovered", timeout=10, where=lambda e: e.get("span_id") == span["span_id"]
+        )
+        if "error" in outcome or recovered is None:
+            say(f"FAILED: the run did not finish cleanly ({outcome.get('error')!r}).")
+            return 1
+        say(
+            f"6. Recovered: the span ended after {recovered['duration_seconds']:.1f} s; "
+            f"the app answered: {outcome['output']!r}"
+        )
+        processor.force_flush()
+        still_hung = poll(
+            lambda: not httpx.get(f"{sidecar.url}/v1/spans?state=hung", timeout=5).json()["spans"],
+            within=5,
+        )
+        say(f"   hung spans now: {'none' if still_hung else 'some (unexpected)'}")
+        processor.shutdown()
+        if not still_hung:
+            return 1
+    say()
+    say("Demo complete: detection, metrics and recovery shown end to end.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
