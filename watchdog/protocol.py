@@ -156,6 +156,9 @@ def decode_batch(body: bytes) -> Batch:
         raise ValueError(f"invalid batch: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ValueError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        # msgspec recurses per nesting level; a hostile body can exhaust the stack.
+        raise ValueError("invalid batch: JSON nested too deeply") from None
     if batch.v != PROTOCOL_VERSION:
         raise UnsupportedVersion(batch.v)
     return batch
@@ -174,7 +177,7 @@ class UnsupportedVersion(ValueError):
 def _check_version(body: bytes) -> None:
     try:
         envelope = msgspec.json.decode(body, type=_Envelope)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return
     if envelope.v != PROTOCOL_VERSION:
         raise UnsupportedVersion(envelope.v)
