@@ -1,0 +1,91 @@
+"""A loopback HTTP endpoint that records what a processor sends.
+
+The real sidecar cannot show the exact bytes on the wire, nor fail on command; this
+stand-in exists for the tests that are about those two things (what the processor
+sends, and how it behaves when the sidecar errors or restarts). Everything else is
+tested against the real sidecar.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from watchdog.protocol import PROTOCOL_VERSION, Batch, Reply, decode_batch, encode
+
+
+class Recorder:
+    """Records every batch; ``status`` other than 200 makes it fail requests."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.batches: list[Batch] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        self.sidecar_id = uuid.uuid4().hex
+        self.ask_resync = False
+        self.changed = threading.Condition()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with recorder.changed:
+                    status = recorder.status
+                    reply = Reply(v=PROTOCOL_VERSION, sidecar_id=recorder.sidecar_id,
+                                  resync=recorder.ask_resync)
+                    if status == 200:
+                        recorder.ask_resync = False
+                        recorder.bodies.append(body)
+                        recorder.batches.append(decode_batch(body))
+                        recorder.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    recorder.changed.notify_all()
+                payload = encode(reply) if status == 200 else b'{"error": "down"}'
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def wait_for(self, check: object, timeout: float = 10.0, since: int = 0) -> Batch:
+        """The first recorded batch, from index ``since``, for which ``check`` holds."""
+        import time
+
+        assert callable(check)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            index = since
+            while True:
+                while index < len(self.batches):
+                    batch = self.batches[index]
+                    index += 1
+                    if check(batch):
+                        return batch
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("no matching batch arrived")
+                self.changed.wait(remaining)
+
+    def __enter__(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

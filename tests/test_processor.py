@@ -1,0 +1,284 @@
+"""The in-app processor: hot path, batching, heartbeats, resync, fork, threads, privacy."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+from agents import Agent, custom_span, function_tool, trace
+
+from tests.agents_app import AppRun, model
+from tests.conftest import wait_until
+from tests.recorder import Recorder
+from watchdog.processor import WatchdogProcessor, install
+from watchdog.protocol import SpanEnd, SpanStart
+from watchdog.standin import StandInServer
+
+Watch = Callable[..., WatchdogProcessor]
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    with Recorder() as server:
+        yield server
+
+
+def starts(recorder: Recorder) -> list[SpanStart]:
+    return [e for b in recorder.batches for e in b.events if isinstance(e, SpanStart)]
+
+
+def ends(recorder: Recorder) -> list[SpanEnd]:
+    return [e for b in recorder.batches for e in b.events if isinstance(e, SpanEnd)]
+
+
+def sender_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agents-watchdog-sender"]
+
+
+def test_nothing_starts_before_the_first_span(recorder: Recorder) -> None:
+    before = len(sender_threads())
+    processor = install(url=recorder.url, service="lazy", replace_default=True)
+    assert install() is processor  # idempotent
+    assert len(sender_threads()) == before
+    with trace("wf"):
+        pass
+    wait_until(lambda: len(sender_threads()) == before + 1)
+    processor.shutdown()
+    assert len(sender_threads()) == before
+
+
+def test_heartbeat_carries_process_identity(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url, service="billing")
+    with trace("wf"), custom_span("open-for-a-while"):
+        first = recorder.wait_for(lambda b: True)
+        # An idle process keeps reporting: at least two more heartbeats arrive.
+        recorder.wait_for(lambda b: b.seq >= first.seq + 2, timeout=5)
+    info = first.process
+    assert info.pid == os.getpid()
+    assert info.create_time == psutil.Process().create_time()
+    assert info.host == socket.gethostname()
+    assert info.service == "billing"
+    assert info.sdk_version == importlib.metadata.version("openai-agents")
+    assert info.watchdog_version == importlib.metadata.version("agents-watchdog")
+    assert len({b.process.instance_id for b in recorder.batches}) == 1
+    assert first.heartbeat.interval == 1.0
+    latest = recorder.batches[-1]
+    assert latest.heartbeat.open_spans == 2
+    assert latest.sent_at > first.sent_at
+    processor.force_flush()
+    assert recorder.batches[-1].heartbeat.open_spans == 0
+
+
+def test_events_are_batched_and_complete(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url, max_batch=500)
+    with trace("bulk"):
+        for i in range(3000):
+            with custom_span(f"s{i}"):
+                pass
+    processor.force_flush()
+    assert len(starts(recorder)) == 3001
+    assert len(ends(recorder)) == 3001
+    assert all(len(b.events) <= 500 for b in recorder.batches)
+    # Far fewer requests than events: 6002 events in at most a few dozen batches.
+    assert len(recorder.batches) <= 30
+    names = [s.name for s in starts(recorder)]
+    assert names[0] == "bulk" and names[1:4] == ["s0", "s1", "s2"]
+
+
+def test_resync_after_failed_sends(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url)
+    with trace("wf") as wf:
+        processor.force_flush()
+        recorder.status = 503  # the sidecar errors for a while
+        with custom_span("during-outage"):
+            span_ids = {wf.trace_id}
+            with custom_span("still-open") as still_open:
+                span_ids.add(still_open.span_id)
+                with custom_span("ended-in-outage"):
+                    pass
+                processor.force_flush(timeout=3)
+                count = len(recorder.batches)
+                recorder.status = 200
+                resync = recorder.wait_for(lambda b: b.resync is not None, since=count)
+    open_ids = {s.span_id for s in resync.resync or []}
+    assert span_ids <= open_ids
+    assert {s.name for s in resync.resync or []} == {"wf", "during-outage", "still-open"}
+
+
+def test_resync_when_the_sidecar_restarts_or_asks(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url)
+    with trace("wf"):
+        first = recorder.wait_for(lambda b: True)
+        # The very first batch introduces the process with its full open state.
+        assert [s.name for s in first.resync or []] == ["wf"]
+        recorder.sidecar_id = "a-new-sidecar"
+        after_restart = recorder.wait_for(lambda b: b.resync is not None and b.seq > first.seq)
+        assert [s.name for s in after_restart.resync or []] == ["wf"]
+        recorder.ask_resync = True
+        processor.force_flush()
+        asked = recorder.wait_for(lambda b: b.resync is not None and b.seq > after_restart.seq + 1)
+        assert [s.name for s in asked.resync or []] == ["wf"]
+
+
+def test_hot_path_never_raises_and_survives_garbage(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url)
+    for junk in (None, object(), 42, "span"):
+        processor.on_span_start(junk)  # type: ignore[arg-type]
+        processor.on_span_end(junk)  # type: ignore[arg-type]
+        processor.on_trace_start(junk)  # type: ignore[arg-type]
+    with trace("after-junk"):
+        pass
+    processor.force_flush()
+    assert [s.name for s in starts(recorder)] == ["after-junk"]
+
+
+def test_queue_is_bounded_and_drops_are_reported(recorder: Recorder) -> None:
+    processor = WatchdogProcessor(recorder.url, max_queue=10)
+    processor._started = True  # hold the sender back so the queue fills up
+    for _ in range(100):
+        processor.on_span_start(object())  # type: ignore[arg-type]
+    assert len(processor._queue) == 10
+    assert processor.dropped_events == 90
+    processor._started = False
+    processor._start()
+    processor.force_flush()
+    assert recorder.batches[-1].heartbeat.dropped_events == 90
+    processor.shutdown()
+
+
+def test_shutdown_says_goodbye_and_is_final(recorder: Recorder) -> None:
+    processor = WatchdogProcessor(recorder.url)
+    with trace("wf"):
+        processor.on_span_start(object())  # type: ignore[arg-type]
+    processor.shutdown()
+    processor.shutdown()  # twice is fine
+    assert recorder.batches[-1].goodbye is True
+    count = len(recorder.batches)
+    processor.on_span_start(object())  # type: ignore[arg-type]
+    processor.force_flush(timeout=0.5)
+    assert len(recorder.batches) == count
+    assert len(processor._queue) == 0
+
+
+def test_shutdown_and_flush_are_bounded_when_sidecar_is_down() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()  # accepts connections but never answers
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        processor = WatchdogProcessor(url, request_timeout=30)
+        with trace("wf"):
+            pass
+        flushed = threading.Event()
+        threading.Thread(target=lambda: (processor.force_flush(timeout=0.5), flushed.set())).start()
+        assert flushed.wait(5)
+        done = threading.Event()
+        threading.Thread(target=lambda: (processor.shutdown(timeout=1.0), done.set())).start()
+        assert done.wait(5)
+
+
+def test_environment_configures_install(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTS_WATCHDOG_URL", recorder.url)
+    monkeypatch.setenv("AGENTS_WATCHDOG_SERVICE", "from-env")
+    monkeypatch.setenv("AGENTS_WATCHDOG_TOKEN", "tok-123")
+    processor = install(replace_default=True)
+    with trace("wf"):
+        pass
+    processor.force_flush()
+    processor.shutdown()
+    assert recorder.batches[0].process.service == "from-env"
+    assert recorder.headers[0]["authorization"] == "Bearer tok-123"
+
+
+def test_many_threads_and_event_loops(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url)
+    thread_ids: dict[str, int] = {}
+
+    async def work(label: str) -> None:
+        thread_ids[label] = threading.get_ident()
+        with trace(label):
+            for i in range(100):
+                with custom_span(f"{label}-{i}"):
+                    await asyncio.sleep(0)
+
+    threads = [threading.Thread(target=asyncio.run, args=(work(f"loop{n}"),)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    processor.force_flush()
+    recorded = starts(recorder)
+    assert len(recorded) == 8 * 101
+    assert len(ends(recorder)) == 8 * 101
+    for start in recorded:
+        label = start.name.split("-")[0]
+        assert start.thread_id == thread_ids[label]
+        assert start.task_id is not None
+    assert recorder.batches[-1].heartbeat.open_spans == 0
+    assert processor.dropped_events == 0
+
+
+def test_fork_child_gets_its_own_identity(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url)
+    with trace("parent-run"):
+        parent = recorder.wait_for(lambda b: bool(b.resync) or bool(b.events))
+        pid = os.fork()
+        if pid == 0:  # the child: watch a run of its own, then leave without cleanup
+            code = 1
+            try:
+                with trace("child-run"):
+                    pass
+                processor.force_flush(timeout=5)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    child = [b for b in recorder.batches if b.process.pid == pid]
+    assert child, "the child sent nothing"
+    assert {b.process.instance_id for b in child} != {parent.process.instance_id}
+    child_starts = [e.name for b in child for e in b.events if isinstance(e, SpanStart)]
+    child_resync = [s.name for b in child for s in b.resync or []]
+    assert child_starts == ["child-run"]
+    assert "parent-run" not in child_resync  # the parent's open span is not the child's
+    processor.force_flush()
+    assert recorder.batches[-1].process.pid == os.getpid()
+
+
+SECRET_PROMPT = "SECRET-PROMPT-7f3a"
+SECRET_ARG = "SECRET-ARGUMENT-91bc"
+SECRET_OUTPUT = "SECRET-OUTPUT-44d2"
+
+
+def test_no_prompts_outputs_or_tool_arguments_on_the_wire(
+    recorder: Recorder, watch: Watch, standin: StandInServer
+) -> None:
+    processor = watch(recorder.url)
+
+    @function_tool
+    async def lookup(query: str) -> str:
+        """Look something up."""
+        return SECRET_OUTPUT + query
+
+    def build(client: Any) -> Agent[Any]:
+        return Agent(
+            name="Clerk",
+            instructions=SECRET_PROMPT,
+            model=model(client, "tool=lookup", f"reply={SECRET_OUTPUT}"),
+            tools=[lookup],
+        )
+
+    assert AppRun(standin, build, prompt=SECRET_ARG).start().wait() == SECRET_OUTPUT
+    processor.force_flush()
+    wire = b"".join(recorder.bodies)
+    assert b"Clerk" in wire and b"lookup" in wire  # names are sent ...
+    for secret in (SECRET_PROMPT, SECRET_ARG, SECRET_OUTPUT):
+        assert secret.encode() not in wire  # ... contents never
+    kinds = {s.kind for s in starts(recorder)}
+    assert {"trace", "agent", "response", "function"} <= kinds
