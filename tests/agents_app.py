@@ -16,8 +16,12 @@ from watchdog.standin import StandInServer
 class AppRun:
     """One ``Runner.run`` (or any coroutine) in its own thread and event loop."""
 
-    def __init__(self, standin: StandInServer, build: Callable[[AsyncOpenAI], Agent[Any]],
-                 prompt: str = "Go.") -> None:
+    def __init__(
+        self,
+        standin: StandInServer,
+        build: Callable[[AsyncOpenAI], Agent[Any]],
+        prompt: str = "Go.",
+    ) -> None:
         self.standin = standin
         self.build = build
         self.prompt = prompt
@@ -87,8 +91,9 @@ def coordinator_with_researcher(
     """A Coordinator that asks a Researcher sub-agent (as a tool)."""
 
     def build(client: AsyncOpenAI) -> Agent[Any]:
-        researcher = Agent(name="Researcher", instructions="Research.",
-                           model=model(client, *researcher_steps))
+        researcher = Agent(
+            name="Researcher", instructions="Research.", model=model(client, *researcher_steps)
+        )
         return Agent(
             name="Coordinator",
             instructions="Coordinate.",
@@ -110,7 +115,8 @@ def agent_with_tool(
     tool = function_tool(tool_body, name_override=tool_name, description_override="Fetch.")
 
     def build(client: AsyncOpenAI) -> Agent[Any]:
-        return Agent(name="Analyst", instructions="Analyse.", model=model(client, *steps),
-                     tools=[tool])
+        return Agent(
+            name="Analyst", instructions="Analyse.", model=model(client, *steps), tools=[tool]
+        )
 
     return build

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import agents
 import httpx
 import pytest
 from agents.models import _openai_shared
@@ -119,4 +118,3 @@ def metric(sidecar: SidecarProcess, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
-

@@ -24,18 +24,23 @@ class Recorder:
         self.batches: list[Batch] = []
         self.headers: list[dict[str, str]] = []
         self.status = 200
+        self.attempts = 0
         self.sidecar_id = uuid.uuid4().hex
         self.ask_resync = False
         self.changed = threading.Condition()
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with recorder.changed:
+                    recorder.attempts += 1
                     status = recorder.status
-                    reply = Reply(v=PROTOCOL_VERSION, sidecar_id=recorder.sidecar_id,
-                                  resync=recorder.ask_resync)
+                    reply = Reply(
+                        v=PROTOCOL_VERSION,
+                        sidecar_id=recorder.sidecar_id,
+                        resync=recorder.ask_resync,
+                    )
                     if status == 200:
                         recorder.ask_resync = False
                         recorder.bodies.append(body)

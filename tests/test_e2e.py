@@ -33,7 +33,9 @@ Watch = Callable[..., WatchdogProcessor]
 
 def seconds_between(start_iso: str, end_iso: str) -> float:
     parse = datetime.fromisoformat
-    return (parse(end_iso.replace("Z", "+00:00")) - parse(start_iso.replace("Z", "+00:00"))).total_seconds()
+    return (
+        parse(end_iso.replace("Z", "+00:00")) - parse(start_iso.replace("Z", "+00:00"))
+    ).total_seconds()
 
 
 def hung_of_kind(sidecar: SidecarProcess, kind: str) -> Callable[[], dict[str, Any] | None]:
@@ -58,13 +60,25 @@ def test_hanging_response_in_subagent_is_flagged_with_its_agent(
     assert 1.5 <= seconds_between(span["started_at"], span["flagged_at"]) <= 2.5
     logged = sidecar.wait_for("span_hung", timeout=5)
     assert logged is not None
-    assert (logged["kind"], logged["agent"], logged["span_id"]) == ("response", "Researcher", span["span_id"])
+    assert (logged["kind"], logged["agent"], logged["span_id"]) == (
+        "response",
+        "Researcher",
+        span["span_id"],
+    )
     assert logged["age_seconds"] <= 2.5
     # Only the stuck call is flagged, not the tool, agents and trace waiting on it.
     assert [s["kind"] for s in spans(sidecar, state="hung")] == ["response"]
     assert metric(sidecar, "agents_watchdog_hung_spans", kind="response", service="briefings") == 1
-    assert metric(sidecar, "agents_watchdog_hung_spans_total", kind="response", service="briefings") == 1
-    oldest = metric(sidecar, "agents_watchdog_oldest_open_span_age_seconds", kind="response", service="briefings")
+    assert (
+        metric(sidecar, "agents_watchdog_hung_spans_total", kind="response", service="briefings")
+        == 1
+    )
+    oldest = metric(
+        sidecar,
+        "agents_watchdog_oldest_open_span_age_seconds",
+        kind="response",
+        service="briefings",
+    )
     assert oldest is not None and oldest >= 1.5
 
     standin.release()
@@ -72,7 +86,12 @@ def test_hanging_response_in_subagent_is_flagged_with_its_agent(
     recovered = sidecar.wait_for("span_recovered", timeout=5)
     assert recovered is not None and recovered["span_id"] == span["span_id"]
     assert recovered["duration_seconds"] >= 1.5
-    wait_until(lambda: metric(sidecar, "agents_watchdog_hung_spans", kind="response", service="briefings") in (None, 0))
+    wait_until(
+        lambda: (
+            metric(sidecar, "agents_watchdog_hung_spans", kind="response", service="briefings")
+            in (None, 0)
+        )
+    )
 
 
 def test_hanging_function_tool_is_flagged(
@@ -107,7 +126,10 @@ def test_spans_that_finish_in_time_are_never_flagged(
         return "ok"
 
     runs = [
-        AppRun(standin, agent_with_tool(("tool=fetch_report*3", "tool=fetch_report", "reply=Done"), quick)),
+        AppRun(
+            standin,
+            agent_with_tool(("tool=fetch_report*3", "tool=fetch_report", "reply=Done"), quick),
+        ),
         AppRun(standin, coordinator_with_researcher(("reply=Found",))),
     ]
     for run in runs:
@@ -116,7 +138,9 @@ def test_spans_that_finish_in_time_are_never_flagged(
     processor.force_flush()
     received = metric(sidecar, "agents_watchdog_events_received_total", service="tests")
     assert received is not None and received >= 30
-    count = metric(sidecar, "agents_watchdog_span_duration_seconds_count", kind="function", service="tests")
+    count = metric(
+        sidecar, "agents_watchdog_span_duration_seconds_count", kind="function", service="tests"
+    )
     assert count == 5  # four fetch_report calls and the ask_researcher tool
     assert spans(sidecar) == []
     assert sidecar.wait_for("span_hung", timeout=2.5) is None  # past every threshold
@@ -139,10 +163,24 @@ def test_long_but_active_run_does_not_flag_its_agent(
     steps = tuple(["tool=fetch_report"] * 8) + ("reply=All done",)
     run = AppRun(standin, agent_with_tool(steps, steady)).start()
     assert run.wait() == "All done"
-    durations = metric(sidecar, "agents_watchdog_span_duration_seconds_sum", kind="agent", service="tests")
+    durations = metric(
+        sidecar, "agents_watchdog_span_duration_seconds_sum", kind="agent", service="tests"
+    )
     assert durations is None or durations >= 0  # scraped fine
-    wait_until(lambda: metric(sidecar, "agents_watchdog_span_duration_seconds_count", kind="agent", service="tests") == 1)
-    agent_seconds = metric(sidecar, "agents_watchdog_span_duration_seconds_sum", kind="agent", service="tests")
+    wait_until(
+        lambda: (
+            metric(
+                sidecar,
+                "agents_watchdog_span_duration_seconds_count",
+                kind="agent",
+                service="tests",
+            )
+            == 1
+        )
+    )
+    agent_seconds = metric(
+        sidecar, "agents_watchdog_span_duration_seconds_sum", kind="agent", service="tests"
+    )
     assert agent_seconds is not None and agent_seconds > 3.0  # three idle thresholds long
     assert not [e for e in sidecar.logs if e.get("event") == "span_hung"]
 
@@ -151,11 +189,17 @@ def test_long_but_active_run_does_not_flag_its_agent(
 def test_sidecar_restart_mid_run_resyncs_exactly(
     standin: StandInServer, sidecar_factory: Factory, watch: Watch
 ) -> None:
-    sidecar = sidecar_factory("[thresholds]\nresponse = 4\nfunction = 30\nagent = 30\nturn = 30\ntask = 30\ntrace = 30\n")
+    sidecar = sidecar_factory(
+        "[thresholds]\nresponse = 4\nfunction = 30\nagent = 30\nturn = 30\ntask = 30\ntrace = 30\n"
+    )
     watch(sidecar.url)
     run = AppRun(standin, coordinator_with_researcher(("hang",))).start()
     wait_until(lambda: standin.hanging == 1)
-    before = wait_until(lambda: {s["span_id"]: s for s in spans(sidecar) if s["kind"] == "response"} and spans(sidecar))
+    before = wait_until(
+        lambda: (
+            {s["span_id"]: s for s in spans(sidecar) if s["kind"] == "response"} and spans(sidecar)
+        )
+    )
     assert all(s["state"] == "open" for s in before)
 
     sidecar.kill()  # no goodbye, no flush: as if the pod's sidecar container crashed
@@ -174,7 +218,9 @@ def test_sidecar_restart_mid_run_resyncs_exactly(
     hung = sidecar.wait_for("span_hung", timeout=8)
     assert hung is not None and hung["span_id"] == response["span_id"]
     assert hung["age_seconds"] <= 5.0
-    assert [e["span_id"] for e in sidecar.logs if e.get("event") == "span_hung"] == [response["span_id"]]
+    assert [e["span_id"] for e in sidecar.logs if e.get("event") == "span_hung"] == [
+        response["span_id"]
+    ]
     standin.release()
     assert run.wait() == "Briefing"
     wait_until(lambda: spans(sidecar) == [])
@@ -201,7 +247,17 @@ def test_sidecar_down_at_app_start_then_appears(
     assert span["agent"] == "Researcher"
     # Exactly the open spans of the hanging run; the finished run left nothing behind.
     kinds = sorted(s["kind"] for s in spans(sidecar))
-    assert kinds == ["agent", "agent", "function", "response", "task", "task", "trace", "turn", "turn"]
+    assert kinds == [
+        "agent",
+        "agent",
+        "function",
+        "response",
+        "task",
+        "task",
+        "trace",
+        "turn",
+        "turn",
+    ]
     assert processor.dropped_events == 0
     standin.release()
     assert run.wait() == "Briefing"

@@ -112,6 +112,27 @@ def test_resync_after_failed_sends(recorder: Recorder, watch: Watch) -> None:
     assert {s.name for s in resync.resync or []} == {"wf", "during-outage", "still-open"}
 
 
+def test_a_failing_sidecar_is_not_hammered(recorder: Recorder, watch: Watch) -> None:
+    """More than a full batch pending while the sidecar fails: retries stay at the
+    heartbeat pace instead of spinning."""
+    processor = watch(recorder.url, max_batch=100)
+    with trace("wf"):
+        processor.force_flush()
+        recorder.status = 503
+        for i in range(1000):
+            with custom_span(f"s{i}"):
+                pass
+        processor.force_flush(timeout=2)  # one failed attempt, at once
+        first = recorder.attempts
+        # Two heartbeats later: at most a few more attempts, not hundreds.
+        wait_until(lambda: recorder.attempts >= first + 2, within=5)
+        assert recorder.attempts <= first + 3
+        recorder.status = 200
+        resync = recorder.wait_for(lambda b: b.resync is not None, since=1)
+    assert [s.name for s in resync.resync or []] == ["wf"]
+    assert all(len(b.events) <= 100 for b in recorder.batches)
+
+
 def test_resync_when_the_sidecar_restarts_or_asks(recorder: Recorder, watch: Watch) -> None:
     processor = watch(recorder.url)
     with trace("wf"):
@@ -183,7 +204,9 @@ def test_shutdown_and_flush_are_bounded_when_sidecar_is_down() -> None:
         assert done.wait(5)
 
 
-def test_environment_configures_install(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_configures_install(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGENTS_WATCHDOG_URL", recorder.url)
     monkeypatch.setenv("AGENTS_WATCHDOG_SERVICE", "from-env")
     monkeypatch.setenv("AGENTS_WATCHDOG_TOKEN", "tok-123")

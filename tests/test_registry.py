@@ -7,8 +7,15 @@ from watchdog.sidecar.config import Rule, Thresholds
 from watchdog.sidecar.registry import OpenSpan, ProcessRecord, Registry, RegistryListener
 
 THRESHOLDS = Thresholds(
-    by_kind={"default": 10.0, "response": 5.0, "function": 8.0, "agent": 20.0, "trace": 30.0,
-             "turn": 20.0, "task": 20.0},
+    by_kind={
+        "default": 10.0,
+        "response": 5.0,
+        "function": 8.0,
+        "agent": 20.0,
+        "trace": 30.0,
+        "turn": 20.0,
+        "task": 20.0,
+    },
     max_duration={"trace": 100.0},
     rules=(Rule(kind="function", name="slow_*", threshold=50.0),),
 )
@@ -33,13 +40,17 @@ class Recorder(RegistryListener):
         self.events.append(("resumed", span.span_id, None))
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
-        self.events.append(("ended" if span.state == "open" else "recovered", span.span_id, duration))
+        self.events.append(
+            ("ended" if span.state == "open" else "recovered", span.span_id, duration)
+        )
 
     def process_left(self, process: ProcessRecord, now: float) -> None:
         self.events.append(("left", process.info.instance_id, None))
 
 
-def start(span_id: str, kind: str, at: float, parent: str | None = None, name: str = "") -> SpanStart:
+def start(
+    span_id: str, kind: str, at: float, parent: str | None = None, name: str = ""
+) -> SpanStart:
     return SpanStart(span_id, "t1", parent, kind, name, at, 1, None)
 
 
@@ -56,8 +67,13 @@ class Harness:
         self.registry = Registry(thresholds, self.recorder, self.clock)
         self.seq = 0
 
-    def send(self, *events: SpanStart | SpanEnd, resync: list[SpanStart] | None = None,
-             goodbye: bool = False, instance: str = "p1") -> bool:
+    def send(
+        self,
+        *events: SpanStart | SpanEnd,
+        resync: list[SpanStart] | None = None,
+        goodbye: bool = False,
+        instance: str = "p1",
+    ) -> bool:
         self.seq += 1
         batch = Batch(
             v=1,
@@ -146,7 +162,9 @@ def test_leaf_with_open_children_defers_to_them() -> None:
     not the function around it."""
     h = Harness()
     t = h.clock.now
-    h.send(start("f", "function", t), start("sub", "agent", t, "f"), start("r", "response", t, "sub"))
+    h.send(
+        start("f", "function", t), start("sub", "agent", t, "f"), start("r", "response", t, "sub")
+    )
     assert h.advance(6) == ["r"]
     assert h.advance(100) == []
     h.send(SpanEnd("r", h.clock.now), SpanEnd("sub", h.clock.now))
@@ -184,11 +202,18 @@ def test_rules_first_match_wins() -> None:
 def test_resync_makes_open_set_exact() -> None:
     h = Harness()
     t = h.clock.now
-    h.send(start("a", "agent", t), start("gone", "function", t, "a"), start("kept", "response", t, "a"))
+    h.send(
+        start("a", "agent", t), start("gone", "function", t, "a"), start("kept", "response", t, "a")
+    )
     h.advance(1)
     # The processor reconnects after an outage: "gone" ended meanwhile, "new" started.
-    h.send(resync=[start("a", "agent", t), start("kept", "response", t, "a"),
-                   start("new", "function", t + 0.5, "a")])
+    h.send(
+        resync=[
+            start("a", "agent", t),
+            start("kept", "response", t, "a"),
+            start("new", "function", t + 0.5, "a"),
+        ]
+    )
     assert set(h.registry.processes["p1"].spans) == {"a", "kept", "new"}
     assert ("ended", "gone", None) in h.recorder.events
     assert h.registry.processes["p1"].spans["a"].open_children == 2
@@ -226,8 +251,12 @@ def test_clock_offset_maps_app_time_onto_sidecar_time() -> None:
     h = Harness()
     app_clock = 5.0  # the app's monotonic clock started much later than the sidecar's
     batch = Batch(
-        v=1, process=ProcessInfo("p1", 1, "h", 1.0, "svc"), seq=1, sent_at=app_clock + 3,
-        heartbeat=Heartbeat(1.0, 1, 0, 1.7e9), events=[start("r", "response", app_clock)],
+        v=1,
+        process=ProcessInfo("p1", 1, "h", 1.0, "svc"),
+        seq=1,
+        sent_at=app_clock + 3,
+        heartbeat=Heartbeat(1.0, 1, 0, 1.7e9),
+        events=[start("r", "response", app_clock)],
     )
     h.registry.apply(batch)
     span = h.registry.processes["p1"].spans["r"]

@@ -249,6 +249,7 @@ class Sender:
         settings = self.settings
         next_heartbeat = time.monotonic()  # the first exchange registers the process
         flush_due: float | None = None
+        backing_off = False
         while True:
             waiters = self._take_waiters()
             self._drain()
@@ -259,10 +260,15 @@ class Sender:
             if (
                 stopping
                 or waiters
-                or self._resync_now
                 or now >= next_heartbeat
-                or (flush_due is not None and now >= flush_due)
-                or len(self._pending) >= self.max_batch
+                or (
+                    not backing_off
+                    and (
+                        self._resync_now
+                        or (flush_due is not None and now >= flush_due)
+                        or len(self._pending) >= self.max_batch
+                    )
+                )
             ):
                 ok = self._send_all(client, goodbye=stopping)
                 self._release_waiters(waiters)
@@ -270,8 +276,10 @@ class Sender:
                     return
                 now = time.monotonic()
                 next_heartbeat = now + settings.heartbeat_interval
-                # After a failure, try again with the next heartbeat, not sooner:
-                # a sidecar that is down should not be hammered four times a second.
+                # After a failure, nothing but the next heartbeat (or an explicit flush)
+                # tries again: a sidecar that is down must not be hammered, and a full
+                # batch that cannot leave must not spin this thread.
+                backing_off = not ok
                 flush_due = None if ok else next_heartbeat
                 continue
             self._event.clear()

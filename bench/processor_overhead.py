@@ -1,0 +1,250 @@
+"""What the app pays per span: WatchdogProcessor next to the SDK's own BatchTraceProcessor.
+
+Every configuration runs in the same process, interleaved round by round, so that a
+noisy machine shifts all of them alike; results are medians over rounds, reported as
+ratios of *marginal* cost (time per span lifecycle minus the no-processor baseline).
+
+Configurations: no processor (baseline); a floor processor that only appends a tuple
+to a deque; the SDK's ``BatchTraceProcessor`` with a no-op exporter; and
+``WatchdogProcessor`` with the sidecar up (a real sidecar process), down (nothing
+listening) and slow (a loopback server that answers after 1.5 s). Each is measured
+from a plain thread and inside a running asyncio event loop.
+
+Run: ``make bench`` (full) or ``make bench-quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import platform
+import socket
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psutil
+from agents.tracing import (
+    Span,
+    Trace,
+    TracingProcessor,
+    custom_span,
+    set_trace_processors,
+    trace,
+)
+from agents.tracing.processor_interface import TracingExporter
+from agents.tracing.processors import BatchTraceProcessor
+
+from watchdog.processor import WatchdogProcessor
+from watchdog.protocol import PROTOCOL_VERSION, Reply, encode
+from watchdog.sidecar.launcher import SidecarProcess
+
+
+class NoopExporter(TracingExporter):
+    """Exports nothing: isolates the processor's own cost."""
+
+    def export(self, items: list[Trace | Span[Any]]) -> None:
+        """Drop the items."""
+
+
+class FloorProcessor(TracingProcessor):
+    """The least a processor can do: append a tuple to a bounded deque."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Any, ...]] = deque(maxlen=65_536)
+
+    def on_trace_start(self, trace: Trace) -> None:
+        """Append."""
+        self.queue.append((0, trace))
+
+    def on_trace_end(self, trace: Trace) -> None:
+        """Append."""
+        self.queue.append((1, trace))
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        """Append."""
+        self.queue.append((0, span))
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        """Append."""
+        self.queue.append((1, span))
+
+    def shutdown(self) -> None:
+        """Nothing to do."""
+
+    def force_flush(self) -> None:
+        """Nothing to do."""
+
+
+@contextmanager
+def slow_server(delay: float) -> Iterator[str]:
+    """A loopback endpoint that takes ``delay`` seconds to accept each batch."""
+    reply = encode(Reply(v=PROTOCOL_VERSION, sidecar_id="slow"))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            time.sleep(delay)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def spans_in_thread(count: int) -> float:
+    """Seconds for ``count`` span lifecycles under one trace, on this thread."""
+    begin = time.perf_counter()
+    with trace("bench"):
+        for _ in range(count):
+            with custom_span("work"):
+                pass
+    return time.perf_counter() - begin
+
+
+def spans_in_loop(count: int) -> float:
+    """The same, inside a running event loop (spans then record their asyncio task)."""
+
+    async def body() -> float:
+        return spans_in_thread(count)
+
+    return asyncio.run(body())
+
+
+def hot_path_percentiles(processor: TracingProcessor, calls: int) -> tuple[float, float, float]:
+    """(median, p99, p99.9) nanoseconds of single on_span_start/on_span_end calls."""
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    with trace("bench"):
+        for _ in range(calls // 2):
+            span = custom_span("work")
+            t0 = clock()
+            processor.on_span_start(span)
+            t1 = clock()
+            processor.on_span_end(span)
+            t2 = clock()
+            samples += (t1 - t0, t2 - t1)
+    samples.sort()
+    pick = lambda q: float(samples[min(len(samples) - 1, int(q * len(samples)))])  # noqa: E731
+    return pick(0.5), pick(0.99), pick(0.999)
+
+
+def quiesce(processors: Iterable[TracingProcessor | None]) -> None:
+    """Let every processor finish the work of the previous measurement, so that its
+    background thread does not steal time from the next one."""
+    for processor in processors:
+        if isinstance(processor, WatchdogProcessor):
+            processor.force_flush(timeout=0.2)
+        elif processor is not None:
+            processor.force_flush()
+    gc.collect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table of ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args(argv)
+    # The down and slow cases log one warning each; keep the report readable.
+    logging.getLogger("watchdog.processor").setLevel(logging.ERROR)
+    spans, rounds, calls = (2_000, 5, 20_000) if args.quick else (20_000, 15, 200_000)
+
+    with ExitStack() as stack:
+        sidecar = stack.enter_context(SidecarProcess())
+        slow_url = stack.enter_context(slow_server(1.5))
+        processors: dict[str, TracingProcessor | None] = {
+            "none": None,
+            "floor": FloorProcessor(),
+            # A queue large enough that it never drops: we measure cost, not overflow.
+            "sdk-batch": BatchTraceProcessor(
+                NoopExporter(), max_queue_size=1_000_000, schedule_delay=0.25
+            ),
+            "watchdog-up": WatchdogProcessor(sidecar.url, service="bench"),
+            "watchdog-down": WatchdogProcessor(closed_port_url(), service="bench"),
+            "watchdog-slow": WatchdogProcessor(slow_url, service="bench", request_timeout=2.0),
+        }
+        results: dict[tuple[str, str], list[float]] = {}
+        contexts: dict[str, Callable[[int], float]] = {
+            "thread": spans_in_thread,
+            "loop": spans_in_loop,
+        }
+        for name, processor in processors.items():  # warm-up, starts sender threads
+            set_trace_processors([processor] if processor else [])
+            spans_in_thread(spans // 10)
+        for _ in range(rounds):
+            for context, run in contexts.items():
+                for name, processor in processors.items():
+                    quiesce(processors.values())
+                    set_trace_processors([processor] if processor else [])
+                    seconds = run(spans)
+                    results.setdefault((context, name), []).append(seconds / spans * 1e9)
+        set_trace_processors([])
+        percentiles = {
+            name: hot_path_percentiles(processor, calls)
+            for name, processor in processors.items()
+            if processor is not None
+        }
+        dropped = {
+            name: p.dropped_events
+            for name, p in processors.items()
+            if isinstance(p, WatchdogProcessor)
+        }
+        for processor in processors.values():
+            if processor is not None:
+                processor.shutdown()
+
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"machine: {psutil.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"{'quick' if args.quick else 'full'} mode: {spans} spans x {rounds} rounds"
+    )
+    print("per span lifecycle (start + end), median over rounds; marginal = minus 'none'")
+    for context in contexts:
+        base = statistics.median(results[(context, "none")])
+        marginal = {name: statistics.median(results[(context, name)]) - base for name in processors}
+        print(f"\n[{context}] baseline (no processor): {base:,.0f} ns per span")
+        print(f"  {'processor':<15}{'marginal ns':>12}{'x sdk-batch':>13}{'x floor':>10}")
+        for name in processors:
+            if name == "none":
+                continue
+            print(
+                f"  {name:<15}{marginal[name]:>12,.0f}"
+                f"{marginal[name] / marginal['sdk-batch']:>13.2f}"
+                f"{marginal[name] / marginal['floor']:>10.2f}"
+            )
+    print("\nsingle hot-path calls (on_span_start and on_span_end), ns incl. ~timer cost:")
+    print(f"  {'processor':<15}{'p50':>8}{'p99':>8}{'p99.9':>9}")
+    for name, (p50, p99, p999) in percentiles.items():
+        print(f"  {name:<15}{p50:>8,.0f}{p99:>8,.0f}{p999:>9,.0f}")
+    print(f"\nevents dropped by watchdog processors: {dropped}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

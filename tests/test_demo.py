@@ -1,0 +1,25 @@
+"""``make demo`` runs the demo module: it must show detection and recovery and exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_shows_detection_and_recovery() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTS_WATCHDOG_", "OPENAI_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "watchdog.demo"], capture_output=True, text=True, timeout=90, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "a 'response' span of agent 'Researcher' has been open" in out
+    assert 'agents_watchdog_hung_spans{kind="response",service="demo-app"} 1.0' in out
+    assert "sidecar log: event=span_hung, kind=response, agent=Researcher" in out
+    assert "Recovered: the span ended after" in out
+    assert "hung spans now: none" in out
+    assert "Traceback" not in result.stderr
