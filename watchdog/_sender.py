@@ -110,10 +110,23 @@ def _span_name(data: Any) -> str:
     return str(name)[:MAX_NAME_LENGTH] if name else ""
 
 
+_IS_SPAN: dict[type, bool] = {}
+
+
+def _is_span(obj: Any) -> bool:
+    # isinstance against the SDK's abstract base class is slow (ABC machinery); the
+    # concrete types are few, so remember the answer per type.
+    kind = type(obj)
+    answer = _IS_SPAN.get(kind)
+    if answer is None:
+        answer = _IS_SPAN[kind] = isinstance(obj, Span)
+    return answer
+
+
 def describe_start(obj: Any, started: float, thread_id: int, task: Any) -> SpanStart:
     """Turn an SDK ``Span`` or ``Trace`` that just started into a wire event."""
     task_id = id(task) if task is not None else None
-    if isinstance(obj, Span):
+    if _is_span(obj):
         data = obj.span_data
         return SpanStart(
             span_id=obj.span_id[:MAX_ID_LENGTH],
@@ -139,7 +152,7 @@ def describe_start(obj: Any, started: float, thread_id: int, task: Any) -> SpanS
 
 
 def _span_id_of(obj: Any) -> str:
-    key = obj.span_id if isinstance(obj, Span) else obj.trace_id
+    key = obj.span_id if _is_span(obj) else obj.trace_id
     return str(key)[:MAX_ID_LENGTH]
 
 
@@ -157,6 +170,9 @@ class Sender:
         # Read lock-free by the app's threads: True while the sender sleeps with
         # nothing pending, so the first new event wakes it (one Event.set per window).
         self.armed = False
+        # Set when woken, cleared when the thread goes back to sleep: while set, a
+        # growing queue does not make every span call wake() again.
+        self.woken = False
         self._queue = queue
         self._dropped = dropped
         self._event = threading.Event()
@@ -184,8 +200,11 @@ class Sender:
         self._thread.start()
 
     def wake(self) -> None:
-        """Wake the thread now; lock-free except for the Event's own short lock."""
+        """Wake the thread now. The app's threads call this at most once per wake-up
+        (they check ``armed`` and ``woken`` first), so the Event's short internal lock
+        is taken rarely, never per span."""
         self.armed = False
+        self.woken = True
         self._event.set()
 
     def flush(self, timeout: float) -> bool:
@@ -283,6 +302,7 @@ class Sender:
                 flush_due = None if ok else next_heartbeat
                 continue
             self._event.clear()
+            self.woken = False
             wake_at = next_heartbeat if flush_due is None else min(next_heartbeat, flush_due)
             # Armed only when nothing is pending: while collecting a batch, only a
             # full batch (checked by the app's threads) cuts the window short.

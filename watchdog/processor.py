@@ -118,7 +118,9 @@ class WatchdogProcessor(TracingProcessor):
                 (START, item, monotonic(), _get_ident(), current_task(loop) if loop else None)
             )
             sender = self._sender
-            if sender is not None and (sender.armed or len(queue) >= sender.max_batch):
+            if sender is not None and (
+                sender.armed or (not sender.woken and len(queue) >= sender.max_batch)
+            ):
                 sender.wake()
         except Exception:
             pass
@@ -131,7 +133,9 @@ class WatchdogProcessor(TracingProcessor):
                 return
             queue.append((END, item, monotonic()))
             sender = self._sender
-            if sender is not None and (sender.armed or len(queue) >= sender.max_batch):
+            if sender is not None and (
+                sender.armed or (not sender.woken and len(queue) >= sender.max_batch)
+            ):
                 sender.wake()
         except Exception:
             pass
