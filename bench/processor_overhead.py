@@ -89,7 +89,7 @@ def slow_server(delay: float) -> Iterator[str]:
     reply = encode(Reply(v=PROTOCOL_VERSION, sidecar_id="slow"))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", "0")))
             time.sleep(delay)
             self.send_response(200)
@@ -151,7 +151,10 @@ def hot_path_percentiles(processor: TracingProcessor, calls: int) -> tuple[float
             t2 = clock()
             samples += (t1 - t0, t2 - t1)
     samples.sort()
-    pick = lambda q: float(samples[min(len(samples) - 1, int(q * len(samples)))])  # noqa: E731
+
+    def pick(quantile: float) -> float:
+        return float(samples[min(len(samples) - 1, int(quantile * len(samples)))])
+
     return pick(0.5), pick(0.99), pick(0.999)
 
 
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "thread": spans_in_thread,
             "loop": spans_in_loop,
         }
-        for name, processor in processors.items():  # warm-up, starts sender threads
+        for processor in processors.values():  # warm-up, starts sender threads
             set_trace_processors([processor] if processor else [])
             spans_in_thread(spans // 10)
         for _ in range(rounds):

@@ -33,7 +33,7 @@ def need_tool(name: str, why: str) -> str:
     return path
 
 
-def wait_until(check: Callable[[], T], within: float = 10.0, every: float = 0.05) -> T:
+def wait_until(check: Callable[[], T | None], within: float = 10.0, every: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail the test after ``within`` s."""
     deadline = time.monotonic() + within
     while True:

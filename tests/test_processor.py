@@ -196,11 +196,19 @@ def test_shutdown_and_flush_are_bounded_when_sidecar_is_down() -> None:
         processor = WatchdogProcessor(url, request_timeout=30)
         with trace("wf"):
             pass
-        flushed = threading.Event()
-        threading.Thread(target=lambda: (processor.force_flush(timeout=0.5), flushed.set())).start()
+        flushed, done = threading.Event(), threading.Event()
+
+        def flush() -> None:
+            processor.force_flush(timeout=0.5)
+            flushed.set()
+
+        def stop() -> None:
+            processor.shutdown(timeout=1.0)
+            done.set()
+
+        threading.Thread(target=flush).start()
         assert flushed.wait(5)
-        done = threading.Event()
-        threading.Thread(target=lambda: (processor.shutdown(timeout=1.0), done.set())).start()
+        threading.Thread(target=stop).start()
         assert done.wait(5)
 
 
