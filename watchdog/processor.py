@@ -115,7 +115,13 @@ class WatchdogProcessor(TracingProcessor):
                 return
             loop = _get_running_loop()
             queue.append(
-                (START, item, monotonic(), _get_ident(), current_task(loop) if loop else None)
+                (
+                    START,
+                    item,
+                    monotonic(),
+                    _get_ident(),
+                    None if loop is None else current_task(loop),
+                )
             )
             sender = self._sender
             if sender is not None and (

@@ -198,7 +198,14 @@ class Sidecar:
                 ) from None
         except RequestRejected as exc:
             return self._rejected(exc, request)
-        wants_resync = self.registry.apply(batch)
+        try:
+            wants_resync = self.registry.apply(batch)
+        except Exception:
+            # A bug must cost one batch, not the sidecar: what was recorded stays, the
+            # app gets a 500 and will resync.
+            logging.getLogger("watchdog.sidecar").exception("ingest_failed")
+            self.ingest_stats.rejected["internal_error"] += 1
+            return _error(500, "internal_error", "the sidecar failed to apply this batch")
         received = len(batch.events) + len(batch.resync or ())
         if received:
             self.ingest_stats.received[batch.process.service] += received
