@@ -12,9 +12,11 @@ Delivery rules:
   sidecar asks, the next batch carries a *resync*: every span open right now. The
   sidecar treats it as the truth, so events lost in an outage can neither leave a
   phantom span nor hide a real one.
-- While the sidecar is unreachable, state is kept (open spans are what the app has
-  open, nothing more) and pending events are capped; what the cap drops is counted
-  and reported in the next heartbeat.
+- The set of open spans is kept by the app's threads themselves (one dict store and
+  one pop per span, atomic under the GIL), not rebuilt here from the queue: so when
+  events are dropped — queue full while this thread waited on a slow sidecar, or the
+  pending cap hit during an outage — the next resync is still exact. Drops are
+  counted, reported in the heartbeat, and trigger that resync.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,18 +76,6 @@ class SenderSettings:
         return 10 * self.max_batch
 
 
-class OpenSpan:
-    """A span this process has open, as the sender knows it."""
-
-    __slots__ = ("start", "task")
-
-    def __init__(self, start: SpanStart, task: weakref.ref[Any] | None) -> None:
-        self.start = start
-        # A weak reference: a span that is never closed must not keep its task (and
-        # everything the task's frames reference) alive.
-        self.task = task
-
-
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
@@ -123,8 +112,13 @@ def _is_span(obj: Any) -> bool:
     return answer
 
 
-def describe_start(obj: Any, started: float, thread_id: int, task: Any) -> SpanStart:
-    """Turn an SDK ``Span`` or ``Trace`` that just started into a wire event."""
+OpenInfo = tuple[float, int, Any]
+"""What the hot path records when a span starts: (monotonic time, thread id, task)."""
+
+
+def describe_start(obj: Any, info: OpenInfo) -> SpanStart:
+    """Turn an SDK ``Span`` or ``Trace`` that started into a wire event."""
+    started, thread_id, task = info
     task_id = id(task) if task is not None else None
     if _is_span(obj):
         data = obj.span_data
@@ -163,6 +157,7 @@ class Sender:
         self,
         settings: SenderSettings,
         queue: deque[tuple[Any, ...]],
+        open_spans: dict[Any, OpenInfo],
         dropped: Callable[[], int],
     ) -> None:
         self.settings = settings
@@ -176,7 +171,9 @@ class Sender:
         self._queue = queue
         self._dropped = dropped
         self._event = threading.Event()
-        self._open: dict[str, OpenSpan] = {}
+        # Owned by the app's threads (see the module docstring); read by atomic copy.
+        self._open = open_spans
+        self._dropped_seen = 0
         self._pending: list[Event] = []
         self._lost = 0
         self._seq = 0
@@ -222,11 +219,6 @@ class Sender:
         self.wake()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-
-    @property
-    def open_spans(self) -> int:
-        """How many spans this process has open, as last drained."""
-        return len(self._open)
 
     # -- the thread -------------------------------------------------------------------
 
@@ -323,7 +315,7 @@ class Sender:
             waiter.set()
 
     def _drain(self) -> None:
-        queue, open_spans, pending = self._queue, self._open, self._pending
+        queue, pending = self._queue, self._pending
         while True:
             try:
                 item = queue.popleft()
@@ -331,20 +323,11 @@ class Sender:
                 break
             try:
                 if item[0] is START:
-                    _, obj, started, thread_id, task = item
-                    start = describe_start(obj, started, thread_id, task)
-                    task_ref = weakref.ref(task) if task is not None else None
-                    open_spans[start.span_id] = OpenSpan(start, task_ref)
-                    pending.append(start)
+                    pending.append(describe_start(item[1], item[2]))
                 else:
                     _, obj, ended = item
-                    span_id = _span_id_of(obj)
-                    # An end without a recorded start (its start was dropped) tells
-                    # the sidecar nothing it can use.
-                    if open_spans.pop(span_id, None) is not None:
-                        pending.append(
-                            SpanEnd(span_id, ended, getattr(obj, "error", None) is not None)
-                        )
+                    error = getattr(obj, "error", None) is not None
+                    pending.append(SpanEnd(_span_id_of(obj), ended, error))
             except Exception:
                 # A span object we cannot read is skipped, never fatal.
                 logger.debug(
@@ -352,10 +335,31 @@ class Sender:
                 )
         excess = len(pending) - self.settings.max_pending
         if excess > 0:
-            # The resync that follows an outage restores the open set; what is lost
-            # here is only the timing of spans that started and ended meanwhile.
+            # The resync that follows restores the open set exactly; what is lost here
+            # is only the timing of spans that started and ended meanwhile.
             del pending[:excess]
             self._lost += excess
+            self._need_resync = True
+        dropped = self._dropped()
+        if dropped != self._dropped_seen:
+            # These events never reached the queue: only a resync can make up for them.
+            self._dropped_seen = dropped
+            self._need_resync = True
+
+    def _snapshot(self) -> list[SpanStart]:
+        """Every span open right now, from the app threads' own record."""
+        # dict.copy() runs in C without releasing the GIL: a consistent snapshot even
+        # while the app's threads start and end spans.
+        opened = self._open.copy()
+        snapshot = []
+        for obj, info in opened.items():
+            try:
+                snapshot.append(describe_start(obj, info))
+            except Exception:
+                logger.debug(
+                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
+                )
+        return snapshot
 
     def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
         """Send pending events in chunks of ``max_batch``; True when all were taken."""
@@ -388,7 +392,7 @@ class Sender:
                 wall_minus_mono=time.time() - now,
             ),
             events=events,
-            resync=[span.start for span in self._open.values()] if resync else None,
+            resync=self._snapshot() if resync else None,
             goodbye=goodbye,
         )
         timeout = self.settings.request_timeout

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agents.tracing import TracingProcessor, add_trace_processor, set_trace_processors
 
-from watchdog._sender import END, START, Sender, SenderSettings
+from watchdog._sender import END, START, OpenInfo, Sender, SenderSettings
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
@@ -50,7 +50,8 @@ class WatchdogProcessor(TracingProcessor):
 
     Construct it through :func:`install` unless you manage the SDK's processors
     yourself. ``max_queue`` bounds the events waiting for the sender thread;
-    ``max_batch`` is the most events sent in one request (a full batch is sent at
+    ``max_open_spans`` bounds the open spans it tracks (spans that are never ended
+    cannot grow it further); ``max_batch`` is the most events sent in one request (a full batch is sent at
     once, otherwise pending events leave every ``flush_interval`` seconds at most);
     ``heartbeat_interval`` is how often the process reports in even when idle.
     """
@@ -62,6 +63,7 @@ class WatchdogProcessor(TracingProcessor):
         token: str | None = None,
         *,
         max_queue: int = 65_536,
+        max_open_spans: int = 100_000,
         max_batch: int = 2_000,
         flush_interval: float = 0.25,
         heartbeat_interval: float = 1.0,
@@ -71,6 +73,8 @@ class WatchdogProcessor(TracingProcessor):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        if max_open_spans < 1:
+            raise ValueError(f"max_open_spans must be at least 1, got {max_open_spans}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if not 0 < flush_interval <= heartbeat_interval:
@@ -90,14 +94,19 @@ class WatchdogProcessor(TracingProcessor):
             request_timeout=request_timeout,
         )
         self._max_queue = max_queue
+        self._max_open_spans = max_open_spans
         self._start_lock = threading.Lock()
         self._reset()
         _FORK_CHILDREN.add(self)
 
     def _reset(self) -> None:
-        # The queue, the wake flag and the sender are per process: a forked child
-        # must neither inherit its parent's pending events nor its dead thread.
+        # The queue, the open-span record and the sender are per process: a forked
+        # child must inherit neither its parent's spans nor its dead thread.
         self._queue: deque[tuple[Any, ...]] = deque()
+        # The exact set of open spans, kept on the hot path (a dict store or pop is
+        # atomic under the GIL) so that no queue overflow can lose one.
+        self._open: dict[Any, OpenInfo] = {}
+        self._max_open = self._max_open_spans
         self._sender: Sender | None = None
         self._started = False
         self._shut_down = False
@@ -109,30 +118,27 @@ class WatchdogProcessor(TracingProcessor):
         try:
             if not self._started:
                 self._start()
+            loop = _get_running_loop()
+            info = (monotonic(), _get_ident(), None if loop is None else current_task(loop))
+            open_spans = self._open
+            if len(open_spans) < self._max_open:
+                open_spans[item] = info
             queue = self._queue
             if len(queue) >= self._max_queue:
                 self._dropped += 1
                 return
-            loop = _get_running_loop()
-            queue.append(
-                (
-                    START,
-                    item,
-                    monotonic(),
-                    _get_ident(),
-                    None if loop is None else current_task(loop),
-                )
-            )
+            queue.append((START, item, info))
             sender = self._sender
             if sender is not None and (
                 sender.armed or (not sender.woken and len(queue) >= sender.max_batch)
             ):
                 sender.wake()
         except Exception:
-            pass
+            pass  # the app must never see a watchdog failure
 
     def _record_end(self, item: Any) -> None:
         try:
+            self._open.pop(item, None)
             queue = self._queue
             if len(queue) >= self._max_queue:
                 self._dropped += 1
@@ -144,7 +150,7 @@ class WatchdogProcessor(TracingProcessor):
             ):
                 sender.wake()
         except Exception:
-            pass
+            pass  # the app must never see a watchdog failure
 
     def on_trace_start(self, trace: Trace) -> None:
         """Record that a trace (a whole workflow run) began. O(1), never raises."""
@@ -168,7 +174,7 @@ class WatchdogProcessor(TracingProcessor):
         with self._start_lock:
             if self._started or self._shut_down:
                 return
-            self._sender = Sender(self._settings, self._queue, self._dropped_count)
+            self._sender = Sender(self._settings, self._queue, self._open, self._dropped_count)
             self._sender.start()
             self._started = True
 
@@ -196,14 +202,24 @@ class WatchdogProcessor(TracingProcessor):
             sender, self._sender = self._sender, None
         if sender is not None:
             sender.stop(5.0 if timeout is None else timeout)
-        # A deque with maxlen 0 discards every append: after shutdown the hot path
-        # keeps working, at the same cost, and holds on to nothing.
+        self._stop_recording()
+
+    def _stop_recording(self) -> None:
+        # A deque with maxlen 0 discards every append and a max_open of 0 stops the
+        # open-span record: the hot path keeps working, at the same cost, holding nothing.
         self._queue = deque(maxlen=0)
+        self._max_open = 0
+        self._open = {}
 
     @property
     def dropped_events(self) -> int:
         """Events dropped because the queue to the sender thread was full."""
         return self._dropped
+
+    @property
+    def open_spans(self) -> int:
+        """Spans this process has open right now, as the processor sees them."""
+        return len(self._open)
 
     def _after_fork_in_child(self) -> None:
         self._start_lock = threading.Lock()
@@ -211,7 +227,7 @@ class WatchdogProcessor(TracingProcessor):
         self._reset()
         if was_shut_down:
             self._shut_down = self._started = True
-            self._queue = deque(maxlen=0)
+            self._stop_recording()
 
 
 _FORK_CHILDREN: weakref.WeakSet[WatchdogProcessor] = weakref.WeakSet()

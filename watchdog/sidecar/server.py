@@ -16,13 +16,16 @@ __all__ = ["bind", "serve"]
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket (port 0 picks a free one)."""
+    """Bind and listen on a TCP socket (port 0 picks a free one)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listen now, not when uvicorn gets to it: once "listening" is logged, clients
+        # that connect are queued in the backlog instead of being refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
