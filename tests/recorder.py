@@ -25,6 +25,10 @@ class Recorder:
         self.headers: list[dict[str, str]] = []
         self.status = 200
         self.attempts = 0
+        self.waiting = 0
+        # Cleared, requests wait before they are answered: a sidecar that is slow.
+        self.answering = threading.Event()
+        self.answering.set()
         self.sidecar_id = uuid.uuid4().hex
         self.ask_resync = False
         self.changed = threading.Condition()
@@ -33,6 +37,10 @@ class Recorder:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with recorder.changed:
+                    recorder.waiting += 1
+                    recorder.changed.notify_all()
+                recorder.answering.wait(60)
                 with recorder.changed:
                     recorder.attempts += 1
                     status = recorder.status

@@ -133,6 +133,34 @@ def test_a_failing_sidecar_is_not_hammered(recorder: Recorder, watch: Watch) -> 
     assert all(len(b.events) <= 100 for b in recorder.batches)
 
 
+def test_slow_sidecar_overflowing_the_queue_loses_no_open_span(
+    recorder: Recorder, watch: Watch
+) -> None:
+    processor = watch(recorder.url, max_queue=50, request_timeout=30)
+    with trace("wf"):
+        processor.force_flush()
+        recorder.answering.clear()  # the sidecar stops answering: the sender waits
+        waiting = recorder.waiting
+        with custom_span("first"):
+            wait_until(lambda: recorder.waiting > waiting)
+            spans = [custom_span(f"s{i}") for i in range(200)]
+            for span in spans:
+                span.start()
+            for span in spans[:100]:
+                span.finish()
+            assert processor.dropped_events > 0  # the queue overflowed
+            assert processor.open_spans == 102
+            count = len(recorder.batches)
+            recorder.answering.set()
+            resync = recorder.wait_for(lambda b: b.resync is not None, since=count)
+            names = {s.name for s in resync.resync or []}
+            assert names == {"wf", "first"} | {f"s{i}" for i in range(100, 200)}
+            latest = recorder.wait_for(lambda b: b.heartbeat.dropped_events > 0, since=count)
+            assert latest.heartbeat.dropped_events == processor.dropped_events
+            for span in spans[100:]:
+                span.finish()
+
+
 def test_resync_when_the_sidecar_restarts_or_asks(recorder: Recorder, watch: Watch) -> None:
     processor = watch(recorder.url)
     with trace("wf"):
