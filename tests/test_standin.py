@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,8 +17,6 @@ import openai
 import pytest
 from agents import Agent, Runner, RunResult, function_tool
 from agents.items import ToolCallOutputItem
-from agents.models import _openai_shared
-from agents.tracing import get_trace_provider
 from openai import AsyncOpenAI
 
 from watchdog.standin import (
@@ -35,30 +33,10 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _sdk_globals() -> Iterator[None]:
-    """Disable tracing and keep the SDK's default client/API settings test-local."""
-    provider = get_trace_provider()
-    manual = getattr(provider, "_manual_disabled", None)
-    client = _openai_shared.get_default_openai_client()
-    use_responses = _openai_shared.get_use_responses_by_default()
-    agents.set_tracing_disabled(True)
-    try:
-        yield
-    finally:
-        if isinstance(manual, bool):
-            agents.set_tracing_disabled(manual)
-        else:
-            provider._manual_disabled = None  # type: ignore[attr-defined]
-            getattr(provider, "_refresh_disabled_flag", lambda: None)()
-        _openai_shared._default_openai_client = client
-        _openai_shared.set_use_responses_by_default(use_responses)
-
-
 @pytest.fixture
-def server() -> Iterator[StandInServer]:
-    with StandInServer() as srv:
-        yield srv
+def server(standin: StandInServer) -> StandInServer:
+    """The stand-in (SDK globals are restored by conftest's autouse fixture)."""
+    return standin
 
 
 def run_with_client(srv: StandInServer, body: Callable[[], Awaitable[T]]) -> T:
