@@ -11,11 +11,12 @@ import fnmatch
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 __all__ = [
     "CONTAINER_KINDS",
@@ -24,7 +25,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "Rule",
+    "Resolved",
     "ServerConfig",
+    "SinkConfig",
     "Thresholds",
     "load_config",
 ]
@@ -52,6 +55,8 @@ KINDS: Final = frozenset(
 CONTAINER_KINDS: Final = frozenset({"trace", "task", "agent", "turn"})
 ACTIONS: Final = ("alert", "cancel", "terminate", "kill")
 Action = Literal["alert", "cancel", "terminate", "kill"]
+SEVERITIES: Final = ("info", "warning", "critical")
+SINK_TYPES: Final = ("log", "webhook", "alertmanager", "slack")
 
 DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
     "default": 120.0,
@@ -112,10 +117,20 @@ class Rule:
     name: str = "*"
     threshold: float | None = None
     action: Action = "alert"
+    severity: str = "warning"
 
     def matches(self, kind: str, name: str) -> bool:
         """True when this rule applies to a span of ``kind`` named ``name``."""
         return (self.kind is None or self.kind == kind) and fnmatch.fnmatchcase(name, self.name)
+
+
+class Resolved(NamedTuple):
+    """The settings in force for one span."""
+
+    threshold: float
+    action: Action
+    max_duration: float | None
+    severity: str
 
 
 @dataclass(frozen=True)
@@ -126,14 +141,14 @@ class Thresholds:
     max_duration: Mapping[str, float] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
 
-    def resolve(self, kind: str, name: str) -> tuple[float, Action, float | None]:
-        """``(threshold, action, max_duration)`` for a span: first matching rule wins."""
+    def resolve(self, kind: str, name: str) -> Resolved:
+        """What applies to a span of ``kind`` named ``name``: first matching rule wins."""
         base = self.by_kind.get(kind, self.by_kind["default"])
         for rule in self.rules:
             if rule.matches(kind, name):
                 threshold = base if rule.threshold is None else rule.threshold
-                return threshold, rule.action, self.max_duration.get(kind)
-        return base, "alert", self.max_duration.get(kind)
+                return Resolved(threshold, rule.action, self.max_duration.get(kind), rule.severity)
+        return Resolved(base, "alert", self.max_duration.get(kind), "warning")
 
     def edges(self) -> list[float]:
         """Every configured threshold, for use as histogram bucket edges."""
@@ -143,11 +158,67 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class SinkConfig:
+    """One ``[[alerts]]`` table: where alerts go, and which ones."""
+
+    type: str
+    name: str
+    url: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    timeout: float = 10.0
+
+    def accepts(self, service: str, kind: str, severity: str) -> bool:
+        """True when this sink's filter lets an alert with these labels through."""
+        return (
+            (not self.services or any(fnmatch.fnmatchcase(service, g) for g in self.services))
+            and (not self.kinds or kind in self.kinds)
+            and (not self.severities or severity in self.severities)
+        )
+
+
+# With no [[alerts]] table, alerts still reach the sidecar's own log.
+DEFAULT_SINKS: Final = (SinkConfig(type="log", name="log"),)
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    """``[alerting]``: delivery settings shared by every sink."""
+
+    external_url: str = ""
+    resend_interval: float = 60.0
+    give_up_after: float = 300.0
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True)
+class IncidentConfig:
+    """``[incidents]``: the SQLite incident history."""
+
+    enabled: bool = True
+    path: str = ""
+    max_age_days: float = 30.0
+    max_count: int = 10_000
+    reconcile_seconds: float = 30.0
+
+
+def default_incident_path(environ: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/agents-watchdog/incidents.db`` (``~/.local/share`` by default)."""
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "agents-watchdog", "incidents.db")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole sidecar configuration."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    sinks: tuple[SinkConfig, ...] = DEFAULT_SINKS
+    incidents: IncidentConfig = field(default_factory=IncidentConfig)
     source: str = "defaults"
 
 
@@ -231,7 +302,7 @@ def _rules(raw: object) -> tuple[Rule, ...]:
     for index, entry in enumerate(raw):
         key = f"rules[{index}]"
         table = _table(key, entry)
-        _reject_unknown(key, table, {"kind", "name", "threshold", "action"})
+        _reject_unknown(key, table, {"kind", "name", "threshold", "action", "severity"})
         kind = table.get("kind")
         if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
             raise ConfigError(
@@ -244,14 +315,20 @@ def _rules(raw: object) -> tuple[Rule, ...]:
             raise ConfigError(
                 f"{key}.action", f"expected one of {', '.join(ACTIONS)}, got {action!r}"
             )
-        if threshold is None and "action" not in table:
-            raise ConfigError(key, "a rule needs a threshold, an action, or both")
+        severity = table.get("severity", "warning")
+        if severity not in SEVERITIES:
+            raise ConfigError(
+                f"{key}.severity", f"expected one of {', '.join(SEVERITIES)}, got {severity!r}"
+            )
+        if threshold is None and "action" not in table and "severity" not in table:
+            raise ConfigError(key, "a rule needs at least one of threshold, action, severity")
         rules.append(
             Rule(
                 kind=kind,
                 name=name,
                 threshold=None if threshold is None else _seconds(f"{key}.threshold", threshold),
                 action=action,
+                severity=severity,
             )
         )
     return tuple(rules)
@@ -315,8 +392,12 @@ def load_config(
             raise ConfigError("--config", f"{source} is not valid TOML: {exc}") from None
         except UnicodeDecodeError:
             raise ConfigError("--config", f"{source} is not UTF-8 text") from None
-    _reject_unknown("", data, {"server", "thresholds", "max_duration", "rules"})
-    for key in ("server", "thresholds", "max_duration"):
+    _reject_unknown(
+        "",
+        data,
+        {"server", "thresholds", "max_duration", "rules", "alerting", "alerts", "incidents"},
+    )
+    for key in ("server", "thresholds", "max_duration", "alerting", "incidents"):
         data[key] = dict(_table(key, data.get(key, {})))
     _overlay_env(data, environ)
     for key, value in (overrides or {}).items():
@@ -332,5 +413,119 @@ def load_config(
             max_duration=_kind_table("max_duration", data["max_duration"], allow_default=False),
             rules=_rules(data.get("rules", [])),
         ),
+        alerting=_alerting(data["alerting"]),
+        sinks=_sinks(data.get("alerts"), environ),
+        incidents=_incidents(data["incidents"], environ),
         source=source,
+    )
+
+
+def _alerting(raw: Mapping[str, object]) -> AlertingConfig:
+    _reject_unknown(
+        "alerting", raw, {"external_url", "resend_interval", "give_up_after", "queue_size"}
+    )
+    d = AlertingConfig()
+    url = _str("alerting.external_url", raw.get("external_url", d.external_url)).rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("alerting.external_url", f"expected an http(s) URL, got {url!r}")
+    return AlertingConfig(
+        external_url=url,
+        resend_interval=_seconds(
+            "alerting.resend_interval", raw.get("resend_interval", d.resend_interval)
+        ),
+        give_up_after=_seconds("alerting.give_up_after", raw.get("give_up_after", d.give_up_after)),
+        queue_size=_int("alerting.queue_size", raw.get("queue_size", d.queue_size), 1, 1_000_000),
+    )
+
+
+def _expand(key: str, text: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` with the environment's value: secrets stay out of the file."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(key, f"refers to ${{{name}}}, which is not set in the environment")
+        return environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, text)
+
+
+def _globs(
+    key: str, raw: object, allowed: tuple[str, ...] | frozenset[str] | None
+) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ConfigError(key, f"expected a list of strings, got {raw!r}")
+    if allowed is not None:
+        for item in raw:
+            if item not in allowed:
+                raise ConfigError(
+                    key, f"expected values from {', '.join(sorted(allowed))}, got {item!r}"
+                )
+    return tuple(raw)
+
+
+def _sinks(raw: object, environ: Mapping[str, str]) -> tuple[SinkConfig, ...]:
+    if raw is None:
+        return DEFAULT_SINKS
+    if not isinstance(raw, list):
+        raise ConfigError("alerts", f"expected an array of tables ([[alerts]]), got {raw!r}")
+    sinks: list[SinkConfig] = []
+    for index, entry in enumerate(raw):
+        key = f"alerts[{index}]"
+        table = _table(key, entry)
+        _reject_unknown(
+            key,
+            table,
+            {"type", "name", "url", "headers", "services", "kinds", "severities", "timeout"},
+        )
+        kind = table.get("type")
+        if kind not in SINK_TYPES:
+            raise ConfigError(
+                f"{key}.type", f"expected one of {', '.join(SINK_TYPES)}, got {kind!r}"
+            )
+        name = _str(f"{key}.name", table.get("name", kind if index == 0 else f"{kind}-{index}"))
+        if any(sink.name == name for sink in sinks):
+            raise ConfigError(f"{key}.name", f"another sink is already named {name!r}")
+        url = _expand(f"{key}.url", _str(f"{key}.url", table.get("url", "")), environ)
+        if kind != "log" and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.url", f"a {kind} sink needs an http(s) url, got {url!r}")
+        headers = _table(f"{key}.headers", table.get("headers", {}))
+        expanded = {
+            str(h): _expand(f"{key}.headers.{h}", _str(f"{key}.headers.{h}", v), environ)
+            for h, v in headers.items()
+        }
+        sinks.append(
+            SinkConfig(
+                type=str(kind),
+                name=name,
+                url=url,
+                headers=expanded,
+                services=_globs(f"{key}.services", table.get("services", []), None),
+                kinds=_globs(f"{key}.kinds", table.get("kinds", []), KINDS),
+                severities=_globs(f"{key}.severities", table.get("severities", []), SEVERITIES),
+                timeout=_seconds(f"{key}.timeout", table.get("timeout", 10.0)),
+            )
+        )
+    return tuple(sinks)
+
+
+def _incidents(raw: Mapping[str, object], environ: Mapping[str, str]) -> IncidentConfig:
+    _reject_unknown(
+        "incidents", raw, {"enabled", "path", "max_age_days", "max_count", "reconcile_seconds"}
+    )
+    d = IncidentConfig()
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("incidents.enabled", f"expected true or false, got {enabled!r}")
+    path = _str("incidents.path", raw.get("path", "")) or default_incident_path(environ)
+    return IncidentConfig(
+        enabled=enabled,
+        path=path,
+        max_age_days=_seconds("incidents.max_age_days", raw.get("max_age_days", d.max_age_days)),
+        max_count=_int("incidents.max_count", raw.get("max_count", d.max_count), 1, 10**9),
+        reconcile_seconds=_seconds(
+            "incidents.reconcile_seconds", raw.get("reconcile_seconds", d.reconcile_seconds)
+        ),
     )

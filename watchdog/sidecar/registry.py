@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
 
 from watchdog.protocol import Batch, Heartbeat, ProcessInfo, SpanEnd, SpanStart
-from watchdog.sidecar.config import CONTAINER_KINDS, Action, Thresholds
+from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
 
 __all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
 
@@ -50,6 +50,7 @@ class OpenSpan:
         "parent_key",
         "process",
         "reason",
+        "severity",
         "span_id",
         "started",
         "state",
@@ -60,13 +61,7 @@ class OpenSpan:
     )
 
     def __init__(
-        self,
-        process: ProcessRecord,
-        start: SpanStart,
-        started: float,
-        threshold: float,
-        action: Action,
-        max_duration: float | None,
+        self, process: ProcessRecord, start: SpanStart, started: float, resolved: Resolved
     ) -> None:
         self.process = process
         self.span_id = start.span_id
@@ -76,9 +71,10 @@ class OpenSpan:
         self.parent_key = start.parent_id or (start.trace_id if start.kind != "trace" else None)
         self.container = start.kind in CONTAINER_KINDS
         self.started = started
-        self.threshold = threshold
-        self.action: Action = action
-        self.max_duration = max_duration
+        self.threshold = resolved.threshold
+        self.action: Action = resolved.action
+        self.max_duration = resolved.max_duration
+        self.severity = resolved.severity
         self.thread_id = start.thread_id
         self.task_id = start.task_id
         self.last_activity = started
@@ -208,7 +204,7 @@ class Registry:
         self.open_count = 0
         self._heap: list[tuple[float, int, OpenSpan]] = []
         self._seq = itertools.count()
-        self._resolved: dict[tuple[str, str], tuple[float, Action, float | None]] = {}
+        self._resolved: dict[tuple[str, str], Resolved] = {}
 
     # -- ingest -----------------------------------------------------------------------
 
@@ -242,7 +238,7 @@ class Registry:
             self._forget(process, now)
         return wants_resync
 
-    def _resolve(self, kind: str, name: str) -> tuple[float, Action, float | None]:
+    def _resolve(self, kind: str, name: str) -> Resolved:
         key = (kind, name)
         found = self._resolved.get(key)
         if found is None:
@@ -254,9 +250,9 @@ class Registry:
     def _start(self, process: ProcessRecord, event: SpanStart) -> None:
         if event.span_id in process.spans:
             return  # a duplicate start (a resent batch) changes nothing
-        threshold, action, max_duration = self._resolve(event.kind, event.name)
+        resolved = self._resolve(event.kind, event.name)
         started = event.started + process.offset
-        span = OpenSpan(process, event, started, threshold, action, max_duration)
+        span = OpenSpan(process, event, started, resolved)
         process.spans[span.span_id] = span
         process.spans_by_kind.setdefault(span.kind, {})[span.span_id] = span
         self.open_count += 1
