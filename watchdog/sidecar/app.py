@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -21,16 +22,55 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from watchdog.protocol import PROTOCOL_VERSION, Reply, UnsupportedVersion, decode_batch, encode
+from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
+from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
 from watchdog.sidecar.registry import Fanout, OpenSpan, Registry
+from watchdog.sidecar.sinks import Dispatcher, build_sink
 
 __all__ = ["Sidecar", "version"]
 
 _SPAN_FILTERS: Final = frozenset({"state", "kind", "service", "limit"})
 _STATES: Final = ("open", "hung")
+_INCIDENT_FILTERS: Final = frozenset({"service", "kind", "state", "since", "limit", "before"})
+_INCIDENT_STATES: Final = ("open", "resolved", "orphaned")
+_AGE_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> float:
+    """Epoch seconds from ISO 8601 (``2026-11-25T10:00:00Z``) or an age (``90m``, ``7d``)."""
+    text = text.strip()
+    unit = _AGE_UNITS.get(text[-1:])
+    if unit is not None and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * unit
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestRejected(
+            400, "bad_request", f"since must be ISO 8601 or an age like 90m, 12h, 7d; got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _positive(text: str, what: str, high: int) -> int:
+    if not text.isdigit() or not 0 < int(text) <= high:
+        raise RequestRejected(400, "bad_request", f"{what} must be an integer from 1 to {high}")
+    return int(text)
+
+
+def _incident_json(row: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in row.items() if k not in {"key", "timeline"}}
+    for column in ("started_at", "detected_at", "ended_at"):
+        if body.get(column) is not None:
+            body[column] = iso(body[column])
+    return body
+
+
 _REJECTION_LOG_INTERVAL: Final = 60.0
 
 
@@ -56,14 +96,6 @@ def _error(status: int, reason: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": reason, "detail": detail}, status_code=status)
 
 
-def _iso(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 class Sidecar:
     """One sidecar: its registry, detector, metrics and HTTP app, built from a config."""
 
@@ -73,22 +105,56 @@ class Sidecar:
         self.version = version()
         self.ingest_stats = IngestStats()
         self.span_stats = SpanStats(bucket_edges(config.thresholds.edges()))
+        # Where links in alerts point; `serve` sets it once the port is bound.
+        self.base_url = config.alerting.external_url or (
+            f"http://{config.server.host}:{config.server.port}"
+        )
+        self.incident_store = IncidentStore(config.incidents)
+        self.incidents = IncidentLog(self.incident_store)
+        self.alert_outcomes: Counter[tuple[str, str]] = Counter()
+        self.dispatcher = Dispatcher(
+            [
+                build_sink(
+                    sink,
+                    config.alerting,
+                    self.alert_outcomes,
+                    self._external_url,
+                    self.incidents.alert_delivered,
+                )
+                for sink in config.sinks
+            ]
+        )
+        self.alerts = AlertBook(
+            send=self.dispatcher.send,
+            external_url=self._external_url,
+            continued=self.incidents.continued,
+        )
         self.registry = Registry(
             config.thresholds,
-            listener=Fanout([self.span_stats, SpanLog()], self._listener_failed),
+            listener=Fanout(
+                [self.span_stats, SpanLog(), self.incidents, self.alerts], self._listener_failed
+            ),
             clock=clock,
         )
         self.detector: Detector | None = None
         self.metrics = CollectorRegistry(auto_describe=False)
         self.metrics.register(
             WatchdogCollector(
-                self.registry, self.span_stats, self.ingest_stats, self.version, clock
+                self.registry,
+                self.span_stats,
+                self.ingest_stats,
+                self.version,
+                clock,
+                self.alert_outcomes,
             )
         )
         self.ready = False
         self._rejections_logged: dict[str, float] = {}
         token = config.server.token
         self._token = token.encode() if token else None
+
+    def _external_url(self) -> str:
+        return self.config.alerting.external_url or self.base_url
 
     @staticmethod
     def _listener_failed(where: str) -> None:
@@ -99,17 +165,36 @@ class Sidecar:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """Start the detector with the server; stop it, and go unready, on shutdown."""
+        await self.incident_store.open()
+        await self.incidents.load_open()
+        await self.dispatcher.start()
         self.detector = Detector(self.registry)
-        task = asyncio.create_task(self.detector.run(), name="agents-watchdog-detector")
+        tasks = [
+            asyncio.create_task(self.detector.run(), name="agents-watchdog-detector"),
+            asyncio.create_task(self._housekeeping(), name="agents-watchdog-housekeeping"),
+        ]
         self.ready = True
         try:
             yield
         finally:
             self.ready = False
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.dispatcher.stop()
+            await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
+
+    async def _housekeeping(self) -> None:
+        """Close incidents that did not come back after a restart; prune hourly."""
+        if self.incidents.reconciling:
+            await asyncio.sleep(self.config.incidents.reconcile_seconds)
+            self.incidents.finish_reconciling(self.registry)
+        while True:
+            await asyncio.sleep(3600)
+            self.incident_store.prune()
 
     def app(self) -> Starlette:
         """The ASGI application."""
@@ -117,6 +202,8 @@ class Sidecar:
             routes=[
                 Route("/v1/events", self.ingest, methods=["POST"]),
                 Route("/v1/spans", self.list_spans, methods=["GET"]),
+                Route("/v1/incidents", self.list_incidents, methods=["GET"]),
+                Route("/v1/incidents/{ident}", self.get_incident, methods=["GET"]),
                 Route("/metrics", self.metrics_endpoint, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
@@ -229,7 +316,7 @@ class Sidecar:
             "host": info.host,
             "pid": info.pid,
             "instance_id": info.instance_id,
-            "started_at": _iso(process.wall_time(span.started)),
+            "started_at": iso(process.wall_time(span.started)),
             "age_seconds": round(now - span.started, 3),
             "threshold_seconds": span.threshold,
             "state": span.state,
@@ -237,7 +324,7 @@ class Sidecar:
             "action": span.action,
             "flagged_at": None
             if span.flagged_at is None
-            else _iso(wall_now - (now - span.flagged_at)),
+            else iso(wall_now - (now - span.flagged_at)),
             "thread_id": span.thread_id,
             "task_id": span.task_id,
         }
@@ -284,6 +371,66 @@ class Sidecar:
         if limit_text is not None:
             spans = spans[: int(limit_text)]
         body = {"spans": [self.span_json(span, now, wall_now) for span in spans]}
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def list_incidents(self, request: Request) -> Response:
+        """``GET /v1/incidents``: newest first; filters ``service``, ``kind``, ``state``,
+        ``since`` (ISO 8601 or an age such as ``90m``, ``12h``, ``7d``); paging with
+        ``limit`` and ``before`` (the ``next_before`` of the previous page)."""
+        try:
+            self._authorize(request)
+            params = request.query_params
+            unknown = sorted(set(params) - _INCIDENT_FILTERS)
+            if unknown:
+                raise RequestRejected(
+                    400,
+                    "bad_request",
+                    f"unknown query parameter(s) {', '.join(unknown)}; "
+                    f"expected {', '.join(sorted(_INCIDENT_FILTERS))}",
+                )
+            state = params.get("state")
+            if state is not None and state not in _INCIDENT_STATES:
+                raise RequestRejected(
+                    400, "bad_request", f"state must be one of {', '.join(_INCIDENT_STATES)}"
+                )
+            limit = _positive(params.get("limit", "50"), "limit", 1000)
+            before = params.get("before")
+            before_id = None if before is None else _positive(before, "before", 2**62)
+            since = None if params.get("since") is None else parse_since(params["since"])
+            filters = {
+                "service": params.get("service"),
+                "kind": params.get("kind"),
+                "state": state,
+                "since": since,
+            }
+            rows = await self.incident_store.read(IncidentStore.list, filters, limit, before_id)
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        except StoreUnavailable as exc:
+            return _error(503, "incidents_unavailable", str(exc))
+        body = {
+            "incidents": [_incident_json(row) for row in rows],
+            "next_before": rows[-1]["id"] if len(rows) == limit else None,
+        }
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def get_incident(self, request: Request) -> Response:
+        """``GET /v1/incidents/{id}``: one incident with its timeline."""
+        try:
+            self._authorize(request)
+            ident = _positive(request.path_params["ident"], "incident id", 2**62)
+            row = await self.incident_store.read(IncidentStore.get, ident)
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        except StoreUnavailable as exc:
+            return _error(503, "incidents_unavailable", str(exc))
+        if row is None:
+            return _error(404, "not_found", f"no incident {ident}")
+        body = _incident_json(row)
+        body["timeline"] = [
+            {"at": iso(entry["at"]), "event": entry["event"], "detail": entry["detail"]}
+            for entry in row["timeline"]
+        ]
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def metrics_endpoint(self, request: Request) -> Response:

@@ -57,6 +57,9 @@ class SidecarProcess:
         config_path = Path(self._dir.name) / "sidecar.toml"
         config_path.write_text(self.config, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
+        # The incident database goes to this sidecar's own folder unless told otherwise:
+        # tests and the demo must not write into the user's data directory.
+        env["XDG_DATA_HOME"] = self._dir.name
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         command = [sys.executable, "-m", "watchdog.cli", "serve", "--config", str(config_path)]

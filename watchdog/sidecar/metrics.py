@@ -86,12 +86,14 @@ class WatchdogCollector(Collector):
         ingest: IngestStats,
         version: str,
         clock: Callable[[], float],
+        alert_outcomes: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.registry = registry
         self.span_stats = spans
         self.ingest = ingest
         self.version = version
         self.clock = clock
+        self.alert_outcomes = alert_outcomes if alert_outcomes is not None else Counter()
 
     def collect(self) -> Iterable[Metric]:
         """Build the metric families (called by prometheus_client on each scrape)."""
@@ -176,6 +178,15 @@ class WatchdogCollector(Collector):
         for state in ("live", "unresponsive"):
             states.add_metric([state], processes.get(state, 0))
         yield states
+
+        alerts = CounterMetricFamily(
+            PREFIX + "alerts_sent",
+            "Alert deliveries by sink and outcome: sent, retried, failed (gave up), dropped.",
+            labels=["sink", "outcome"],
+        )
+        for key, value in sorted(self.alert_outcomes.items()):
+            alerts.add_metric(list(key), value)
+        yield alerts
 
         info = GaugeMetricFamily(
             PREFIX + "build_info", "Version of the sidecar; always 1.", labels=["version", "python"]

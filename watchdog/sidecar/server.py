@@ -50,6 +50,7 @@ def serve(config: Config) -> int:
     sidecar = Sidecar(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    sidecar.base_url = f"http://{shown}:{port}"
     log_event(
         logging.INFO,
         "listening",

@@ -1,0 +1,242 @@
+"""Alert lifecycle: one alert per hung span, fired once, resolved once.
+
+``AlertBook`` listens to the registry. A span flagged as hung raises ``AgentSpanHung``
+(deduplicated by process and span); the span ending, becoming active again, or its
+process leaving resolves it. Every change goes to the dispatcher, which hands a copy to
+each sink whose filter accepts it. The payload builders here are shared by the sinks:
+Alertmanager's webhook format (version 4) and its v2 API, and Slack's blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from watchdog.sidecar.registry import OpenSpan, RegistryListener
+
+__all__ = [
+    "Alert",
+    "AlertBook",
+    "alertmanager_alert",
+    "iso",
+    "slack_message",
+    "webhook_payload",
+]
+
+SPAN_HUNG: Final = "AgentSpanHung"
+# Alertmanager's "no end time": an alert that is still firing.
+ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+
+Status = Literal["firing", "resolved"]
+
+
+def iso(seconds: float) -> str:
+    """RFC 3339 UTC with milliseconds, as Alertmanager writes it."""
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert as sinks see it: a snapshot, safe to hand to another task."""
+
+    key: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    generator_url: str
+    status: Status = "firing"
+    ends_at: float | None = None
+    announce: bool = True  # False: already announced before a sidecar restart
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable id for the alert, from its labels (as Alertmanager derives one)."""
+        text = "\x00".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def alertname(self) -> str:
+        """The alert's name label."""
+        return self.labels["alertname"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class AlertBook(RegistryListener):
+    """Fires and resolves alerts for hung spans; ``send`` receives every change."""
+
+    send: Callable[[Alert], None]
+    external_url: Callable[[], str]
+    wall: Callable[[], float] = time.time
+    continued: Callable[[str], bool] = lambda key: False
+    active: dict[str, Alert] = field(default_factory=dict)
+
+    @staticmethod
+    def key_of(span: OpenSpan) -> str:
+        """Deduplication key: the process instance and the span."""
+        return f"{span.process.info.instance_id}/{span.span_id}"
+
+    def span_hung(self, span: OpenSpan, now: float) -> None:
+        """Fire ``AgentSpanHung`` for ``span`` (once)."""
+        key = self.key_of(span)
+        if key in self.active:
+            return
+        info = span.process.info
+        agent = span.agent() or ""
+        age = now - span.started
+        what = f"{span.kind} span {span.name!r}" if span.name else f"{span.kind} span"
+        where = f"agent {agent!r} of " if agent else ""
+        labels = {
+            "alertname": SPAN_HUNG,
+            "service": info.service,
+            "host": info.host,
+            "kind": span.kind,
+            "name": span.name,
+            "agent": agent,
+            "severity": span.severity,
+            # Two spans stuck the same way are two alerts, not one merged by
+            # Alertmanager: the span id keeps their label sets apart.
+            "span_id": span.span_id,
+            "pid": str(info.pid),
+        }
+        annotations = {
+            "summary": f"{info.service}: {what} in {where}pid {info.pid} is hung",
+            "description": (
+                f"The {what} in {where}service {info.service!r} (pid {info.pid} on "
+                f"{info.host}) has been {span.reason or 'open too long'}: "
+                f"{_duration(age)} against a threshold of {_duration(span.threshold)}. "
+                f"Trace {span.trace_id}, span {span.span_id}."
+            ),
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "threshold_seconds": f"{span.threshold:g}",
+            "action": span.action,
+        }
+        wall_now = self.wall()
+        alert = Alert(
+            key=key,
+            labels=labels,
+            annotations=annotations,
+            starts_at=wall_now - (now - (span.flagged_at or now)),
+            generator_url=f"{self.external_url()}/?span={span.span_id}",
+            announce=not self.continued(key),
+        )
+        self.active[key] = alert
+        self.send(alert)
+
+    def span_resumed(self, span: OpenSpan, now: float) -> None:
+        """A container is active again: its idle alert resolves."""
+        self._resolve(span, "activity resumed below it")
+
+    def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
+        """The span ended (or left with its process): its alert resolves."""
+        note = (
+            f"ended after {_duration(duration)}"
+            if duration is not None
+            else "ended while its process was not reporting"
+        )
+        self._resolve(span, note)
+
+    def _resolve(self, span: OpenSpan, note: str) -> None:
+        alert = self.active.pop(self.key_of(span), None)
+        if alert is None:
+            return
+        annotations = dict(alert.annotations)
+        annotations["resolution"] = note
+        self.send(
+            replace(
+                alert,
+                status="resolved",
+                ends_at=self.wall(),
+                annotations=annotations,
+                announce=True,
+            )
+        )
+
+
+def webhook_alert(alert: Alert) -> dict[str, Any]:
+    """One entry of a webhook payload's ``alerts`` list."""
+    return {
+        "status": alert.status,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "startsAt": iso(alert.starts_at),
+        "endsAt": ZERO_TIME if alert.ends_at is None else iso(alert.ends_at),
+        "generatorURL": alert.generator_url,
+        "fingerprint": alert.fingerprint,
+    }
+
+
+def webhook_payload(alert: Alert, receiver: str, external_url: str) -> dict[str, Any]:
+    """The Alertmanager webhook payload, version 4, for one alert (a group of one)."""
+    group = ",".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()))
+    return {
+        "version": "4",
+        "groupKey": f"{{}}:{{{group}}}",
+        "truncatedAlerts": 0,
+        "status": alert.status,
+        "receiver": receiver,
+        "groupLabels": {"alertname": alert.alertname},
+        "commonLabels": alert.labels,
+        "commonAnnotations": alert.annotations,
+        "externalURL": external_url,
+        "alerts": [webhook_alert(alert)],
+    }
+
+
+def alertmanager_alert(alert: Alert, resend_until: float) -> dict[str, Any]:
+    """One alert for Alertmanager's ``POST /api/v2/alerts``.
+
+    A firing alert carries ``endsAt`` a little past the next re-send, so Alertmanager
+    resolves it by itself if the sidecar disappears; a resolved one carries its end.
+    """
+    ends = resend_until if alert.ends_at is None else alert.ends_at
+    return {
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "startsAt": iso(alert.starts_at),
+        "endsAt": iso(ends),
+        "generatorURL": alert.generator_url,
+    }
+
+
+def slack_message(alert: Alert) -> dict[str, Any]:
+    """An incoming-webhook message: plain ``text`` for notifications, ``blocks`` to read."""
+    firing = alert.status == "firing"
+    icon = ":rotating_light:" if firing else ":white_check_mark:"
+    title = f"{'FIRING' if firing else 'RESOLVED'}: {alert.annotations['summary']}"
+    body = alert.annotations["description"]
+    if not firing:
+        body += f"\n*Resolved:* {alert.annotations.get('resolution', '')}"
+    return {
+        "text": f"{icon} {title}",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}},
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"<{alert.generator_url}|Open in agents-watchdog> · "
+                        f"severity {alert.labels['severity']} · {alert.alertname}",
+                    }
+                ],
+            },
+        ],
+    }
