@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick tools clean
 
 # Re-installs only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -24,6 +24,9 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
 test: lint  ## lint, then the whole test suite (slow scenarios included)
 	$(PY) -m pytest
 
+tools:  ## system tools some tests use for real (Debian packages unpacked into .tools/)
+	scripts/fetch-tools.sh
+
 bench: $(STAMP)  ## benchmarks, full mode
 	$(PY) -m bench.processor_overhead
 
@@ -31,4 +34,4 @@ bench-quick: $(STAMP)  ## benchmarks, smoke mode
 	$(PY) -m bench.processor_overhead --quick
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache build dist

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -22,11 +23,15 @@ T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+TOOLS = Path(__file__).resolve().parent.parent / ".tools" / "usr" / "bin"
+
+
 def need_tool(name: str, why: str) -> str:
-    """Path of a system tool; skips locally when missing, fails under CI=true."""
-    path = shutil.which(name)
+    """Path of a system tool (on PATH or unpacked by ``make tools`` into .tools/);
+    skips locally when missing, fails under CI=true."""
+    path = shutil.which(name) or shutil.which(name, path=str(TOOLS))
     if path is None:
-        message = f"{name} not installed ({why}); .ci/run installs it"
+        message = f"{name} not installed ({why}); `make tools` unpacks it"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -341,3 +341,15 @@ def test_no_prompts_outputs_or_tool_arguments_on_the_wire(
         assert secret.encode() not in wire  # ... contents never
     kinds = {s.kind for s in starts(recorder)}
     assert {"trace", "agent", "response", "function"} <= kinds
+
+
+def test_sender_requests_stay_out_of_the_app_log(
+    recorder: Recorder, watch: Watch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    processor = watch(recorder.url)
+    with trace("wf"):
+        pass
+    processor.force_flush()
+    assert recorder.batches
+    assert not [r for r in caplog.records if r.name == "httpx"]

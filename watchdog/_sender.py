@@ -150,6 +150,18 @@ def _span_id_of(obj: Any) -> str:
     return str(key)[:MAX_ID_LENGTH]
 
 
+class _QuietSenderRequests(logging.Filter):
+    """Keeps httpx's per-request INFO lines out of the app's log for the sender's own
+    requests (one a second); the app's other httpx traffic logs as it did."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.current_thread().name != THREAD_NAME
+
+
+THREAD_NAME: Final = "agents-watchdog-sender"
+_QUIET = _QuietSenderRequests()
+
+
 class Sender:
     """Owns the connection to the sidecar for one processor in one process."""
 
@@ -186,9 +198,7 @@ class Sender:
         self._flush_waiters: list[threading.Event] = []
         self._process: ProcessInfo | None = None
         self._stop_deadline = float("inf")
-        self._thread = threading.Thread(
-            target=self._run, name="agents-watchdog-sender", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     # -- called from the app's threads ----------------------------------------------
 
@@ -223,6 +233,9 @@ class Sender:
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        httpx_logger = logging.getLogger("httpx")
+        if _QUIET not in httpx_logger.filters:
+            httpx_logger.addFilter(_QUIET)
         try:
             self._process = self._identity()
             headers = {"content-type": "application/json"}

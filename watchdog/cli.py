@@ -24,6 +24,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 9750; 0 picks one)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    incidents = commands.add_parser(
+        "incidents",
+        help="list incidents (hung spans and what happened to them)",
+        description="List incidents recorded by a running sidecar, newest first, or show "
+        "one with its timeline. The token, if the sidecar needs one, is read from "
+        "AGENTS_WATCHDOG_TOKEN.",
+    )
+    incidents.add_argument("show", nargs="?", choices=["show"], help="show one incident")
+    incidents.add_argument("id", nargs="?", type=int, help="incident id (with show)")
+    incidents.add_argument(
+        "--url", help="sidecar URL (default $AGENTS_WATCHDOG_URL or http://127.0.0.1:9750)"
+    )
+    incidents.add_argument(
+        "--since", help="only since this time: ISO 8601 or an age (90m, 12h, 7d)"
+    )
+    incidents.add_argument("--service", help="only this service")
+    incidents.add_argument("--state", choices=["open", "resolved", "orphaned"])
+    incidents.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    incidents.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -36,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version())
         return 0
+    if args.command == "incidents":
+        from watchdog.incidents_cli import run_incidents
+
+        return run_incidents(args)
     from watchdog.sidecar.config import ConfigError, load_config
     from watchdog.sidecar.server import serve
 

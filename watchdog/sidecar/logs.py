@@ -41,6 +41,10 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request with its full URL at INFO; for Slack and many webhooks
+    # the URL is the secret.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
