@@ -91,6 +91,33 @@ BAD = [
     ("[[rules]]\nthreshold = 3\ncolour = 'red'\n", "rules[0].colour", "unknown key"),
     ("[alerter]\n", "alerter", "unknown key"),
     ("[server\n", "--config", "not valid TOML"),
+    ("[[alerts]]\ntype = 'pager'\n", "alerts[0].type", "log, webhook, alertmanager, slack"),
+    ("[[alerts]]\ntype = 'webhook'\n", "alerts[0].url", "needs an http(s) url"),
+    ("[[alerts]]\ntype = 'slack'\nurl = 'ftp://x'\n", "alerts[0].url", "needs an http(s) url"),
+    ("[[alerts]]\ntype = 'log'\nkinds = ['tool']\n", "alerts[0].kinds", "expected values from"),
+    (
+        "[[alerts]]\ntype = 'log'\nkinds = 'response'\nseverities = ['loud']\n",
+        "alerts[0].severities",
+        "expected values from",
+    ),
+    ("[[alerts]]\ntype = 'log'\nservices = 3\n", "alerts[0].services", "list of strings"),
+    ("[[alerts]]\ntype = 'log'\ncolour = 1\n", "alerts[0].colour", "unknown key"),
+    (
+        "[[alerts]]\ntype = 'webhook'\nurl = 'http://x/${UNSET_SECRET}'\n",
+        "alerts[0].url",
+        "${UNSET_SECRET}, which is not set",
+    ),
+    (
+        "[[alerts]]\ntype = 'log'\n[[alerts]]\ntype = 'log'\nname = 'log'\n",
+        "alerts[1].name",
+        "already named",
+    ),
+    ("alerts = 'all'\n", "alerts", "array of tables"),
+    ("[alerting]\nresend_interval = 0\n", "alerting.resend_interval", "seconds > 0"),
+    ("[alerting]\nexternal_url = 'watchdog.local'\n", "alerting.external_url", "http(s) URL"),
+    ("[incidents]\nmax_count = 0\n", "incidents.max_count", "integer from 1"),
+    ("[incidents]\nenabled = 'yes'\n", "incidents.enabled", "true or false"),
+    ("[[rules]]\nseverity = 'page'\n", "rules[0].severity", "info, warning, critical"),
 ]
 
 
@@ -143,3 +170,37 @@ def test_cli_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "config error: thresholds.response: expected a number of seconds > 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sinks_with_filters_and_secrets_from_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[alerts]]
+type = "slack"
+name = "oncall"
+url = "https://hooks.example/services/${SLACK_PATH}"
+severities = ["critical"]
+[[alerts]]
+type = "webhook"
+url = "http://receiver.local/hook"
+headers = { Authorization = "Bearer ${HOOK_TOKEN}" }
+services = ["billing-*"]
+kinds = ["response", "function"]
+""",
+    )
+    config = load_config(path, environ={"SLACK_PATH": "T/B/xyz", "HOOK_TOKEN": "t0k"})
+    slack, hook = config.sinks
+    assert (slack.name, slack.url) == ("oncall", "https://hooks.example/services/T/B/xyz")
+    assert hook.name == "webhook-1"
+    assert hook.headers == {"Authorization": "Bearer t0k"}
+    assert hook.accepts("billing-eu", "response", "warning")
+    assert not hook.accepts("search", "response", "warning")
+    assert not hook.accepts("billing-eu", "agent", "warning")
+    assert slack.accepts("x", "agent", "critical") and not slack.accepts("x", "agent", "warning")
+
+
+def test_default_incident_path_follows_xdg(tmp_path: Path) -> None:
+    config = load_config(environ={"XDG_DATA_HOME": str(tmp_path)})
+    assert config.incidents.path == str(tmp_path / "agents-watchdog" / "incidents.db")
+    assert [sink.type for sink in config.sinks] == ["log"]

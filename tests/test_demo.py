@@ -22,4 +22,8 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "sidecar log: event=span_hung, kind=response, agent=Researcher" in out
     assert "Recovered: the span ended after" in out
     assert "hung spans now: none" in out
+    assert "[webhook] FIRING AgentSpanHung: demo-app: response span of agent 'Researcher'" in out
+    assert "[webhook] RESOLVED AgentSpanHung" in out
+    assert out.count("[webhook]") == 2
+    assert "resolved  demo-app  response  Researcher" in out
     assert "Traceback" not in result.stderr

@@ -7,16 +7,21 @@ What runs, all on loopback, no API key and no network:
   a Fact-checker tool; the Researcher's model request never returns.
 
 The demo prints what the operator would see — the hung span in ``/v1/spans``, the
-Prometheus metrics, the sidecar's log line — then releases the stuck request and shows
-the span recovering. It exits 0 when every step happened as described.
+Prometheus metrics, the sidecar's log line, the alert arriving at a webhook receiver —
+then releases the stuck request and shows the span recovering, the alert resolving and
+the incident recorded. It exits 0 when every step happened as described.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import sys
+import threading
 import time
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from typing import Any
 
 import httpx
@@ -31,6 +36,15 @@ agent = 8
 turn = 8
 task = 8
 trace = 8
+
+[incidents]
+reconcile_seconds = 5
+"""
+WEBHOOK_SINK = """
+[[alerts]]
+type = "webhook"
+name = "demo-receiver"
+url = "{url}"
 """
 
 RESEARCHER_SCRIPT = "standin:hang"
@@ -73,6 +87,54 @@ def build_app(model_client: Any) -> Any:
     )
 
 
+class WebhookReceiver:
+    """A local stand-in for the team's alert receiver: prints each alert it gets."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.payloads: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                payload = json.loads(body)
+                receiver.payloads.append(payload)
+                alert = payload["alerts"][0]
+                say(
+                    f"   [webhook] {payload['status'].upper()} {alert['labels']['alertname']}: "
+                    f"{alert['annotations']['summary']}"
+                    + (
+                        f" ({alert['annotations']['resolution']})"
+                        if payload["status"] == "resolved"
+                        else ""
+                    )
+                )
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def statuses(self) -> list[str]:
+        """Statuses of the payloads received so far."""
+        return [p["status"] for p in self.payloads]
+
+
 def poll(check: Callable[[], Any], within: float, every: float = 0.1) -> Any:
     """Call ``check`` until it returns something truthy or ``within`` seconds pass."""
     deadline = time.monotonic() + within
@@ -100,9 +162,14 @@ def main() -> int:
 
     say("agents-watchdog demo: a multi-agent app hangs; the sidecar notices.")
     say()
-    with StandInServer() as standin, SidecarProcess(DEMO_CONFIG) as sidecar:
+    with (
+        StandInServer() as standin,
+        WebhookReceiver() as webhook,
+        SidecarProcess(DEMO_CONFIG + WEBHOOK_SINK.format(url=webhook.url)) as sidecar,
+    ):
         say(f"1. Sidecar listening at {sidecar.url} (response threshold 2 s for the demo).")
         say(f"   Responses API stand-in at {standin.url}: the Researcher's request will hang.")
+        say(f"   Alerts go to a webhook receiver at {webhook.url}.")
         processor = install(url=sidecar.url, service="demo-app", replace_default=True)
         say("2. App started with one line: install(url=..., service='demo-app').")
 
@@ -121,8 +188,6 @@ def main() -> int:
                 outcome["output"] = asyncio.run(run_app())
             except Exception as exc:  # reported below, the demo then fails
                 outcome["error"] = exc
-
-        import threading
 
         app = threading.Thread(target=in_thread, name="demo-app")
         started = time.monotonic()
@@ -152,6 +217,7 @@ def main() -> int:
                 "   sidecar log: "
                 + ", ".join(f"{k}={entry[k]}" for k in ("event", "kind", "agent", "age_seconds"))
             )
+        poll(lambda: "firing" in webhook.statuses(), within=5)
         say("   /metrics:")
         for line in metric_lines(
             sidecar.url, "agents_watchdog_hung_spans", "agents_watchdog_oldest_open_span_age"
@@ -177,12 +243,27 @@ def main() -> int:
             within=5,
         )
         say(f"   hung spans now: {'none' if still_hung else 'some (unexpected)'}")
+        resolved = poll(lambda: "resolved" in webhook.statuses(), within=5)
+        say("7. Incident history (agents-watchdog incidents):")
+        listing = httpx.get(f"{sidecar.url}/v1/incidents", timeout=5).json()["incidents"]
+        for line in _table(listing):
+            say(f"     {line}")
         processor.shutdown()
-        if not still_hung:
+        if not (still_hung and resolved and listing and listing[0]["state"] == "resolved"):
+            say("FAILED: the alert did not resolve or the incident was not recorded.")
             return 1
     say()
-    say("Demo complete: detection, metrics and recovery shown end to end.")
+    say("Demo complete: detection, metrics, alerts, recovery and incident history shown.")
     return 0
+
+
+def _table(incidents: list[dict[str, Any]]) -> list[str]:
+    from watchdog.incidents_cli import print_table
+
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        print_table(incidents)
+    return buffer.getvalue().splitlines()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["run_incidents"]
+__all__ = ["print_table", "run_incidents"]
 
 DEFAULT_URL = "http://127.0.0.1:9750"
 
@@ -74,11 +74,12 @@ def run_incidents(args: argparse.Namespace) -> int:
     if args.show:
         _print_one(body)
     else:
-        _print_table(body["incidents"])
+        print_table(body["incidents"])
     return 0
 
 
-def _print_table(incidents: list[dict[str, Any]]) -> None:
+def print_table(incidents: list[dict[str, Any]]) -> None:
+    """Print incidents as an aligned table."""
     if not incidents:
         print("no incidents")
         return

@@ -100,7 +100,8 @@ class AlertBook(RegistryListener):
         agent = span.agent() or ""
         age = now - span.started
         what = f"{span.kind} span {span.name!r}" if span.name else f"{span.kind} span"
-        where = f"agent {agent!r} of " if agent else ""
+        if agent and span.kind != "agent":
+            what += f" of agent {agent!r}"
         labels = {
             "alertname": SPAN_HUNG,
             "service": info.service,
@@ -115,9 +116,9 @@ class AlertBook(RegistryListener):
             "pid": str(info.pid),
         }
         annotations = {
-            "summary": f"{info.service}: {what} in {where}pid {info.pid} is hung",
+            "summary": f"{info.service}: {what} is hung (pid {info.pid})",
             "description": (
-                f"The {what} in {where}service {info.service!r} (pid {info.pid} on "
+                f"The {what} in service {info.service!r} (pid {info.pid} on "
                 f"{info.host}) has been {span.reason or 'open too long'}: "
                 f"{_duration(age)} against a threshold of {_duration(span.threshold)}. "
                 f"Trace {span.trace_id}, span {span.span_id}."

@@ -124,6 +124,8 @@ class IncidentStore:
     def _open(self) -> None:
         directory = os.path.dirname(self.path)
         if directory:
+            if os.path.exists(directory) and not os.path.isdir(directory):
+                raise NotADirectoryError(f"{directory} exists and is not a directory")
             os.makedirs(directory, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
