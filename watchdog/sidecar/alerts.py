@@ -86,14 +86,9 @@ class AlertBook(RegistryListener):
     continued: Callable[[str], bool] = lambda key: False
     active: dict[str, Alert] = field(default_factory=dict)
 
-    @staticmethod
-    def key_of(span: OpenSpan) -> str:
-        """Deduplication key: the process instance and the span."""
-        return f"{span.process.info.instance_id}/{span.span_id}"
-
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Fire ``AgentSpanHung`` for ``span`` (once)."""
-        key = self.key_of(span)
+        key = span.key
         if key in self.active:
             return
         info = span.process.info
@@ -154,7 +149,7 @@ class AlertBook(RegistryListener):
         self._resolve(span, note)
 
     def _resolve(self, span: OpenSpan, note: str) -> None:
-        alert = self.active.pop(self.key_of(span), None)
+        alert = self.active.pop(span.key, None)
         if alert is None:
             return
         annotations = dict(alert.annotations)

@@ -338,7 +338,7 @@ class IncidentLog(RegistryListener):
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Open an incident (or continue one from before a restart)."""
-        key = f"{span.process.info.instance_id}/{span.span_id}"
+        key = span.key
         wall = self.wall()
         ident = self.reconciling.pop(key, None)
         if ident is not None:
@@ -383,7 +383,7 @@ class IncidentLog(RegistryListener):
         self._close(span, duration, note)
 
     def _close(self, span: OpenSpan, duration: float | None, note: str) -> None:
-        key = f"{span.process.info.instance_id}/{span.span_id}"
+        key = span.key
         if key not in self.current:
             return
         row = self.current.pop(key)

@@ -85,6 +85,11 @@ class OpenSpan:
         # The deadline of this span's one live heap entry; None when it has none.
         self.deadline: float | None = None
 
+    @property
+    def key(self) -> str:
+        """Unique across processes and restarts: the process instance and the span id."""
+        return f"{self.process.info.instance_id}/{self.span_id}"
+
     def deadline_now(self) -> float:
         """When this span becomes hung if nothing else happens (``inf``: not while so)."""
         # While it has open children the span waits on them, and they are judged by
