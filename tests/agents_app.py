@@ -10,6 +10,7 @@ from typing import Any
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool
 from openai import AsyncOpenAI
 
+from watchdog.processor import abortable
 from watchdog.standin import StandInServer
 
 
@@ -21,10 +22,12 @@ class AppRun:
         standin: StandInServer,
         build: Callable[[AsyncOpenAI], Agent[Any]],
         prompt: str = "Go.",
+        guarded: bool = False,
     ) -> None:
         self.standin = standin
         self.build = build
         self.prompt = prompt
+        self.guarded = guarded  # run inside watchdog.processor.abortable()
         self.result: Any = None
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -47,7 +50,11 @@ class AppRun:
         self.loop = asyncio.get_running_loop()
         client = AsyncOpenAI(base_url=f"{self.standin.url}/v1", api_key="test", max_retries=0)
         try:
-            result = await Runner.run(self.build(client), self.prompt, max_turns=30)
+            if self.guarded:
+                async with abortable():
+                    result = await Runner.run(self.build(client), self.prompt, max_turns=30)
+            else:
+                result = await Runner.run(self.build(client), self.prompt, max_turns=30)
             return result.final_output
         finally:
             await client.close()
@@ -118,5 +125,14 @@ def agent_with_tool(
         return Agent(
             name="Analyst", instructions="Analyse.", model=model(client, *steps), tools=[tool]
         )
+
+    return build
+
+
+def single_agent(*steps: str) -> Callable[[AsyncOpenAI], Agent[Any]]:
+    """One agent, no tools: its own model call does what ``steps`` say."""
+
+    def build(client: AsyncOpenAI) -> Agent[Any]:
+        return Agent(name="Solo", instructions="Answer.", model=model(client, *steps))
 
     return build

@@ -38,11 +38,13 @@ import msgspec
 import psutil
 from agents.tracing import Span
 
+from watchdog._control import execute
 from watchdog.protocol import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     PROTOCOL_VERSION,
     Batch,
+    CommandResult,
     Event,
     Heartbeat,
     ProcessInfo,
@@ -187,6 +189,7 @@ class Sender:
         self._open = open_spans
         self._dropped_seen = 0
         self._pending: list[Event] = []
+        self._results: list[CommandResult] = []
         self._lost = 0
         self._seq = 0
         self._need_resync = True
@@ -407,6 +410,7 @@ class Sender:
             events=events,
             resync=self._snapshot() if resync else None,
             goodbye=goodbye,
+            results=self._results,
         )
         timeout = self.settings.request_timeout
         if self._stopping:
@@ -423,13 +427,17 @@ class Sender:
         if self._failing:
             self._failing = False
             logger.warning("agents-watchdog: sidecar at %s reachable again", self.settings.url)
+        self._results = []
+        for command in reply.commands:
+            self._results.append(execute(command, self._open))
         restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id
         self._sidecar_id = reply.sidecar_id
         if resync:
             self._need_resync = reply.resync
         elif reply.resync or restarted:
             self._need_resync = True
-        self._resync_now = self._need_resync
+        # Results (and a resync the sidecar asked for) go back at once, not in a second.
+        self._resync_now = self._need_resync or bool(self._results)
         return True
 
     def _failed(self, reason: str) -> bool:

@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agents.tracing import TracingProcessor, add_trace_processor, set_trace_processors
 
+from watchdog._control import RunAborted, abortable
 from watchdog._sender import END, START, OpenInfo, Sender, SenderSettings
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
 
-__all__ = ["DEFAULT_URL", "WatchdogProcessor", "install"]
+__all__ = ["DEFAULT_URL", "RunAborted", "WatchdogProcessor", "abortable", "install"]
 
 DEFAULT_URL: Final = "http://127.0.0.1:9750"
 _get_ident = threading.get_ident

@@ -29,6 +29,8 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "PROTOCOL_VERSION",
     "Batch",
+    "Command",
+    "CommandResult",
     "Event",
     "Heartbeat",
     "ProcessInfo",
@@ -106,6 +108,15 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     wall_minus_mono: Annotated[float, Meta(ge=-1e12, le=1e12)]
 
 
+class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """What became of a command: ``ok`` when it was carried out (a cancel delivered to
+    the task's event loop); ``detail`` says what happened or why not."""
+
+    id: Count
+    ok: bool
+    detail: Annotated[str, Meta(max_length=1000)]
+
+
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
     """The one message the processor sends.
 
@@ -123,15 +134,28 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     events: list[Event] = []
     resync: list[SpanStart] | None = None
     goodbye: bool = False
+    results: list[CommandResult] = []
+
+
+class Command(msgspec.Struct):
+    """Work for the processor. ``cancel``: cancel the asyncio task that opened span
+    ``span_id``. ``cancel_trace``: cancel the task that runs the trace ``span_id``."""
+
+    id: int
+    action: str
+    span_id: str
+    reason: str = ""
 
 
 class Reply(msgspec.Struct):
     """The sidecar's answer. ``sidecar_id`` changes when the sidecar restarts;
-    ``resync`` asks the processor to send its full open-span state."""
+    ``resync`` asks the processor to send its full open-span state; ``commands`` are
+    to be carried out, their results sent back in a following batch."""
 
     v: int
     sidecar_id: str
     resync: bool = False
+    commands: list[Command] = []
 
 
 _batch_decoder: Final = msgspec.json.Decoder(Batch)

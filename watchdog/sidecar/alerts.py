@@ -135,6 +135,16 @@ class AlertBook(RegistryListener):
         self.active[key] = alert
         self.send(alert)
 
+    def annotate(self, key: str, name: str, text: str) -> None:
+        """Add an annotation to a firing alert (what was done about it). Sinks that
+        keep state (Alertmanager) get the update; the others see it on resolve."""
+        alert = self.active.get(key)
+        if alert is None:
+            return
+        updated = replace(alert, annotations={**alert.annotations, name: text}, announce=False)
+        self.active[key] = updated
+        self.send(updated)
+
     def span_resumed(self, span: OpenSpan, now: float) -> None:
         """A container is active again: its idle alert resolves."""
         self._resolve(span, "activity resumed below it")

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from watchdog.protocol import PROTOCOL_VERSION, Reply, UnsupportedVersion, decode_batch, encode
+from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
@@ -38,6 +39,13 @@ _STATES: Final = ("open", "hung")
 _INCIDENT_FILTERS: Final = frozenset({"service", "kind", "state", "since", "limit", "before"})
 _INCIDENT_STATES: Final = ("open", "resolved", "orphaned")
 _AGE_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class AbortOrder(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/spans/{span_id}/abort``."""
+
+    action: str = "cancel"
+    instance_id: str | None = None
 
 
 def parse_since(text: str) -> float:
@@ -129,10 +137,13 @@ class Sidecar:
             external_url=self._external_url,
             continued=self.incidents.continued,
         )
+        self.abort_outcomes: Counter[tuple[str, str]] = Counter()
+        self.ladder = AbortLadder(config.abort, self.abort_outcomes, self._abort_step)
         self.registry = Registry(
             config.thresholds,
             listener=Fanout(
-                [self.span_stats, SpanLog(), self.incidents, self.alerts], self._listener_failed
+                [self.span_stats, SpanLog(), self.incidents, self.alerts, self.ladder],
+                self._listener_failed,
             ),
             clock=clock,
         )
@@ -146,12 +157,17 @@ class Sidecar:
                 self.version,
                 clock,
                 self.alert_outcomes,
+                self.abort_outcomes,
             )
         )
         self.ready = False
         self._rejections_logged: dict[str, float] = {}
         token = config.server.token
         self._token = token.encode() if token else None
+
+    def _abort_step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
+        self.incidents.abort_step(span, step, outcome, detail)
+        self.alerts.annotate(span.key, "abort", f"{step}: {outcome} ({detail})")
 
     def _external_url(self) -> str:
         return self.config.alerting.external_url or self.base_url
@@ -183,6 +199,7 @@ class Sidecar:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.ladder.stop()
             await self.dispatcher.stop()
             await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
@@ -202,6 +219,7 @@ class Sidecar:
             routes=[
                 Route("/v1/events", self.ingest, methods=["POST"]),
                 Route("/v1/spans", self.list_spans, methods=["GET"]),
+                Route("/v1/spans/{span_id}/abort", self.abort_span, methods=["POST"]),
                 Route("/v1/incidents", self.list_incidents, methods=["GET"]),
                 Route("/v1/incidents/{ident}", self.get_incident, methods=["GET"]),
                 Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -298,7 +316,15 @@ class Sidecar:
             self.ingest_stats.received[batch.process.service] += received
         if self.detector is not None:
             self.detector.poke()
-        reply = Reply(v=PROTOCOL_VERSION, sidecar_id=self.sidecar_id, resync=wants_resync)
+        instance = batch.process.instance_id
+        if batch.results:
+            self.ladder.results(instance, batch.results)
+        reply = Reply(
+            v=PROTOCOL_VERSION,
+            sidecar_id=self.sidecar_id,
+            resync=wants_resync,
+            commands=self.ladder.take_commands(instance),
+        )
         return Response(encode(reply), media_type="application/json")
 
     def span_json(self, span: OpenSpan, now: float, wall_now: float) -> dict[str, Any]:
@@ -372,6 +398,64 @@ class Sidecar:
             spans = spans[: int(limit_text)]
         body = {"spans": [self.span_json(span, now, wall_now) for span in spans]}
         return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def abort_span(self, request: Request) -> Response:
+        """``POST /v1/spans/{span_id}/abort`` with ``{"action": "cancel"}`` (and, when the
+        span id is not unique, ``"instance_id"``): start the abort ladder. Always needs
+        the token."""
+        try:
+            if self._token is None:
+                raise RequestRejected(
+                    403,
+                    "forbidden",
+                    "aborting needs a token: set server.token or AGENTS_WATCHDOG_TOKEN",
+                )
+            self._authorize(request)
+            body = await self._read_body(request)
+            try:
+                order = msgspec.json.decode(body or b"{}", type=AbortOrder)
+            except msgspec.MsgspecError as exc:
+                raise RequestRejected(400, "bad_request", f"invalid abort request: {exc}") from None
+            if not steps_for(order.action):
+                raise RequestRejected(
+                    400, "bad_request", "action must be one of cancel, terminate, kill"
+                )
+            span_id = request.path_params["span_id"]
+            found = [
+                span
+                for process in self.registry.processes.values()
+                if order.instance_id in (None, process.info.instance_id)
+                for span in (process.spans.get(span_id),)
+                if span is not None
+            ]
+            if not found:
+                raise RequestRejected(404, "not_found", f"no open span {span_id}")
+            if len(found) > 1:
+                raise RequestRejected(
+                    409,
+                    "ambiguous",
+                    f"span {span_id} is open in {len(found)} processes; give instance_id",
+                )
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        span = found[0]
+        steps = self.ladder.start(span, order.action, by="operator")
+        log_event(
+            logging.WARNING,
+            "abort_requested",
+            span_id=span_id,
+            action=order.action,
+            client=request.client.host if request.client else None,
+        )
+        return JSONResponse(
+            {
+                "span_id": span_id,
+                "action": order.action,
+                "steps": list(steps),
+                "dry_run": self.config.abort.dry_run,
+            },
+            status_code=202,
+        )
 
     async def list_incidents(self, request: Request) -> Response:
         """``GET /v1/incidents``: newest first; filters ``service``, ``kind``, ``state``,

@@ -194,6 +194,14 @@ class AlertingConfig:
 
 
 @dataclass(frozen=True)
+class AbortConfig:
+    """``[abort]``: how the abort ladder climbs."""
+
+    grace_seconds: float = 10.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class IncidentConfig:
     """``[incidents]``: the SQLite incident history."""
 
@@ -219,6 +227,7 @@ class Config:
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     sinks: tuple[SinkConfig, ...] = DEFAULT_SINKS
     incidents: IncidentConfig = field(default_factory=IncidentConfig)
+    abort: AbortConfig = field(default_factory=AbortConfig)
     source: str = "defaults"
 
 
@@ -395,9 +404,18 @@ def load_config(
     _reject_unknown(
         "",
         data,
-        {"server", "thresholds", "max_duration", "rules", "alerting", "alerts", "incidents"},
+        {
+            "server",
+            "thresholds",
+            "max_duration",
+            "rules",
+            "alerting",
+            "alerts",
+            "incidents",
+            "abort",
+        },
     )
-    for key in ("server", "thresholds", "max_duration", "alerting", "incidents"):
+    for key in ("server", "thresholds", "max_duration", "alerting", "incidents", "abort"):
         data[key] = dict(_table(key, data.get(key, {})))
     _overlay_env(data, environ)
     for key, value in (overrides or {}).items():
@@ -416,7 +434,19 @@ def load_config(
         alerting=_alerting(data["alerting"]),
         sinks=_sinks(data.get("alerts"), environ),
         incidents=_incidents(data["incidents"], environ),
+        abort=_abort(data["abort"]),
         source=source,
+    )
+
+
+def _abort(raw: Mapping[str, object]) -> AbortConfig:
+    _reject_unknown("abort", raw, {"grace_seconds", "dry_run"})
+    dry_run = raw.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ConfigError("abort.dry_run", f"expected true or false, got {dry_run!r}")
+    return AbortConfig(
+        grace_seconds=_seconds("abort.grace_seconds", raw.get("grace_seconds", 10.0)),
+        dry_run=dry_run,
     )
 
 

@@ -397,6 +397,20 @@ class IncidentLog(RegistryListener):
 
         self.store.write(close)
 
+    def abort_step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
+        """Record one step of the abort ladder in the span's incident."""
+        row = self.current.get(span.key)
+        if row is None:
+            return
+        at = self.wall()
+        entry = {"step": step, "outcome": outcome, "detail": detail}
+
+        def record(db: sqlite3.Connection) -> None:
+            if row.get("id") is not None:
+                _event(db, row["id"], at, "abort", entry)
+
+        self.store.write(record)
+
     def alert_delivered(self, sink: str, alert: Alert, outcome: str, detail: str) -> None:
         """Record one alert delivery (or failure) in the incident's timeline."""
         row = self.current.get(alert.key)

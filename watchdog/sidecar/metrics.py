@@ -87,6 +87,7 @@ class WatchdogCollector(Collector):
         version: str,
         clock: Callable[[], float],
         alert_outcomes: Counter[tuple[str, str]] | None = None,
+        abort_outcomes: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.registry = registry
         self.span_stats = spans
@@ -94,6 +95,7 @@ class WatchdogCollector(Collector):
         self.version = version
         self.clock = clock
         self.alert_outcomes = alert_outcomes if alert_outcomes is not None else Counter()
+        self.abort_outcomes = abort_outcomes if abort_outcomes is not None else Counter()
 
     def collect(self) -> Iterable[Metric]:
         """Build the metric families (called by prometheus_client on each scrape)."""
@@ -187,6 +189,15 @@ class WatchdogCollector(Collector):
         for key, value in sorted(self.alert_outcomes.items()):
             alerts.add_metric(list(key), value)
         yield alerts
+
+        aborts = CounterMetricFamily(
+            PREFIX + "aborts",
+            "Abort ladder steps by action (cancel, cancel_trace, terminate, kill) and outcome.",
+            labels=["action", "outcome"],
+        )
+        for key, value in sorted(self.abort_outcomes.items()):
+            aborts.add_metric(list(key), value)
+        yield aborts
 
         info = GaugeMetricFamily(
             PREFIX + "build_info", "Version of the sidecar; always 1.", labels=["version", "python"]

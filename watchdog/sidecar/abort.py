@@ -1,0 +1,192 @@
+"""The abort ladder: stop a stuck run the way an operator would, step by step.
+
+``cancel`` asks the app to cancel the asyncio task that owns the hung span; if the span
+has not ended after ``grace_seconds``, the task that runs the whole trace is cancelled.
+Each step happens only while the span is still open. Commands ride on the replies to
+the app's next batch (heartbeats come every second). ``dry_run`` records every step it
+would take and sends nothing.
+
+The signal steps (``terminate``: SIGTERM, ``kill``: SIGKILL, to a process whose identity
+the sidecar verified) are not implemented yet: a rule that asks for them stops after
+the cooperative steps and says so in the log, the incident and the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from watchdog.protocol import Command, CommandResult
+from watchdog.sidecar.config import AbortConfig
+from watchdog.sidecar.logs import log_event
+from watchdog.sidecar.registry import OpenSpan, RegistryListener
+
+__all__ = ["AbortLadder", "steps_for"]
+
+_STEPS: Final = {
+    "cancel": ("cancel", "cancel_trace"),
+    "terminate": ("cancel", "cancel_trace", "terminate"),
+    "kill": ("cancel", "cancel_trace", "terminate", "kill"),
+}
+
+# (span, step, outcome, detail): the incident timeline and the alert hear of each step.
+StepReport = Callable[[OpenSpan, str, str, str], None]
+
+
+def steps_for(action: str) -> tuple[str, ...]:
+    """The ladder for a rule's action (``alert`` has none)."""
+    return _STEPS.get(action, ())
+
+
+@dataclass
+class _Ladder:
+    span: OpenSpan
+    action: str
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class AbortLadder(RegistryListener):
+    """Runs one ladder per hung span whose rule (or an operator) asks for an abort."""
+
+    def __init__(
+        self,
+        config: AbortConfig,
+        outcomes: Counter[tuple[str, str]],
+        report: StepReport,
+    ) -> None:
+        self.config = config
+        self.outcomes = outcomes
+        self.report = report
+        self.ladders: dict[str, _Ladder] = {}
+        self._commands: dict[str, list[Command]] = {}
+        self._issued: dict[int, tuple[str, str]] = {}  # command id -> (span key, step)
+        self._ids = itertools.count(1)
+
+    # -- registry events --------------------------------------------------------------
+
+    def span_hung(self, span: OpenSpan, now: float) -> None:
+        """Start the rule's ladder for a newly hung span."""
+        if steps_for(span.action):
+            self.start(span, span.action, by="rule")
+
+    def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
+        """The span ended: its ladder stops, and the last step counts as a success."""
+        ladder = self.ladders.get(span.key)
+        if ladder is not None:
+            ladder.ended.set()
+
+    # -- control ----------------------------------------------------------------------
+
+    def start(self, span: OpenSpan, action: str, by: str) -> tuple[str, ...]:
+        """Start (or keep) the ladder for ``span``; returns its steps."""
+        steps = steps_for(action)
+        if span.key in self.ladders or not steps:
+            return steps
+        ladder = _Ladder(span, action)
+        self.ladders[span.key] = ladder
+        ladder.task = asyncio.get_running_loop().create_task(
+            self._climb(ladder, steps, by), name=f"abort-{span.span_id}"
+        )
+        return steps
+
+    def take_commands(self, instance_id: str) -> list[Command]:
+        """Commands waiting for this process (handed over with the reply)."""
+        return self._commands.pop(instance_id, [])
+
+    def results(self, instance_id: str, results: list[CommandResult]) -> None:
+        """The app's answers to earlier commands."""
+        for result in results:
+            issued = self._issued.pop(result.id, None)
+            if issued is None:
+                continue
+            key, step = issued
+            ladder = self.ladders.get(key)
+            outcome = "delivered" if result.ok else "refused"
+            log_event(
+                logging.WARNING if not result.ok else logging.INFO,
+                "abort_step_result",
+                step=step,
+                outcome=outcome,
+                detail=result.detail,
+                instance_id=instance_id,
+            )
+            if ladder is not None:
+                self.report(ladder.span, step, outcome, result.detail)
+
+    async def stop(self) -> None:
+        """Cancel every running ladder (sidecar shutdown)."""
+        tasks = [ladder.task for ladder in self.ladders.values() if ladder.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _climb(self, ladder: _Ladder, steps: tuple[str, ...], by: str) -> None:
+        span = ladder.span
+        try:
+            for step in steps:
+                if ladder.ended.is_set():
+                    return
+                if step in ("terminate", "kill"):
+                    self._step(
+                        span,
+                        step,
+                        "unavailable",
+                        "signals are not implemented yet; the ladder stops here",
+                    )
+                    return
+                if self.config.dry_run:
+                    self._step(span, step, "dry_run", f"would send {step} (requested by {by})")
+                else:
+                    self._send(span, step, by)
+                try:
+                    await asyncio.wait_for(ladder.ended.wait(), self.config.grace_seconds)
+                except TimeoutError:
+                    self._step(
+                        span,
+                        step,
+                        "timed_out",
+                        f"span still open {self.config.grace_seconds:g} s after {step}",
+                    )
+                    continue
+                self._step(span, step, "succeeded", "the span ended")
+                return
+        finally:
+            self.ladders.pop(span.key, None)
+
+    def _send(self, span: OpenSpan, step: str, by: str) -> None:
+        ident = next(self._ids)
+        target = span.span_id if step == "cancel" else span.trace_id
+        action = "cancel" if step == "cancel" else "cancel_trace"
+        reason = (
+            f"agents-watchdog: {span.kind} span {span.span_id} hung "
+            f"({span.reason}); {step} requested by {by}"
+        )
+        self._commands.setdefault(span.process.info.instance_id, []).append(
+            Command(id=ident, action=action, span_id=target, reason=reason)
+        )
+        self._issued[ident] = (span.key, step)
+        self._step(span, step, "requested", f"requested by {by}")
+
+    def _step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
+        self.outcomes[(step, outcome)] += 1
+        log_event(
+            logging.WARNING,
+            "abort_step",
+            step=step,
+            outcome=outcome,
+            detail=detail,
+            service=span.process.service,
+            pid=span.process.info.pid,
+            span_id=span.span_id,
+            trace_id=span.trace_id,
+        )
+        self.report(span, step, outcome, detail)
