@@ -6,9 +6,12 @@ Each step happens only while the span is still open. Commands ride on the replie
 the app's next batch (heartbeats come every second). ``dry_run`` records every step it
 would take and sends nothing.
 
-The signal steps (``terminate``: SIGTERM, ``kill``: SIGKILL, to a process whose identity
-the sidecar verified) are not implemented yet: a rule that asks for them stops after
-the cooperative steps and says so in the log, the incident and the alert.
+Then, for ``terminate`` and ``kill``: SIGTERM, and (``kill``) SIGKILL, each followed by
+the grace period — only to a process whose pid the sidecar verified at registration
+and re-checks right before the signal (see ``identity.py``). Where that is impossible
+the ladder stops after the cooperative steps and says why. Signals per service are
+limited (``max_signals`` per ``window_seconds``) so that a bad rule cannot take down a
+fleet. A process that exits counts as the step's success; its spans leave the registry.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import Counter
+import signal
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from watchdog.protocol import Command, CommandResult
 from watchdog.sidecar.config import AbortConfig
+from watchdog.sidecar.identity import is_alive, send_signal
 from watchdog.sidecar.logs import log_event
-from watchdog.sidecar.registry import OpenSpan, RegistryListener
+from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener
 
 __all__ = ["AbortLadder", "steps_for"]
 
@@ -60,8 +66,11 @@ class AbortLadder(RegistryListener):
         config: AbortConfig,
         outcomes: Counter[tuple[str, str]],
         report: StepReport,
+        registry: Registry | None = None,
     ) -> None:
         self.config = config
+        self.registry = registry
+        self._signals: dict[str, deque[float]] = {}
         self.outcomes = outcomes
         self.report = report
         self.ladders: dict[str, _Ladder] = {}
@@ -136,13 +145,9 @@ class AbortLadder(RegistryListener):
                 if ladder.ended.is_set():
                     return
                 if step in ("terminate", "kill"):
-                    self._step(
-                        span,
-                        step,
-                        "unavailable",
-                        "signals are not implemented yet; the ladder stops here",
-                    )
-                    return
+                    if not await self._signal(ladder, step, by):
+                        return
+                    continue
                 if self.config.dry_run:
                     self._step(span, step, "dry_run", f"would send {step} (requested by {by})")
                 else:
@@ -161,6 +166,75 @@ class AbortLadder(RegistryListener):
                 return
         finally:
             self.ladders.pop(span.key, None)
+
+    async def _signal(self, ladder: _Ladder, step: str, by: str) -> bool:
+        """One signal step; True to go on climbing, False when the ladder ends here."""
+        span = ladder.span
+        process = span.process
+        signum = signal.SIGTERM if step == "terminate" else signal.SIGKILL
+        if not process.verified:
+            self._step(
+                span,
+                step,
+                "refused",
+                f"process identity not verified ({process.verify_note}); "
+                "stopping at cooperative cancel",
+            )
+            return False
+        if not self._may_signal(process.service):
+            self._step(
+                span,
+                step,
+                "rate_limited",
+                f"{self.config.max_signals} signals to service {process.service!r} "
+                f"within {self.config.window_seconds:g} s already",
+            )
+            return False
+        if self.config.dry_run:
+            self._step(
+                span,
+                step,
+                "dry_run",
+                f"would send {signum.name} to pid {process.info.pid} (requested by {by})",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ladder.ended.wait(), self.config.grace_seconds)
+            return not ladder.ended.is_set()
+        sent, why = await asyncio.to_thread(send_signal, process.info, signum)
+        self._step(span, step, "sent" if sent else "failed", f"{why} (requested by {by})")
+        if not sent:
+            return False
+        deadline = time.monotonic() + self.config.grace_seconds
+        while time.monotonic() < deadline and not ladder.ended.is_set():
+            if not await asyncio.to_thread(is_alive, process.info):
+                self._step(span, step, "succeeded", f"pid {process.info.pid} exited")
+                if self.registry is not None:
+                    self.registry.forget(process.info.instance_id)
+                return False
+            # Liveness of a process that is not our child can only be polled.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ladder.ended.wait(), 0.1)
+        if ladder.ended.is_set():
+            self._step(span, step, "succeeded", "the span ended")
+            return False
+        self._step(
+            span,
+            step,
+            "timed_out",
+            f"pid {process.info.pid} still running {self.config.grace_seconds:g} s "
+            f"after {signum.name}",
+        )
+        return True
+
+    def _may_signal(self, service: str) -> bool:
+        now = time.monotonic()
+        sent = self._signals.setdefault(service, deque())
+        while sent and now - sent[0] > self.config.window_seconds:
+            sent.popleft()
+        if len(sent) >= self.config.max_signals:
+            return False
+        sent.append(now)
+        return True
 
     def _send(self, span: OpenSpan, step: str, by: str) -> None:
         ident = next(self._ids)

@@ -26,6 +26,7 @@ from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
+from watchdog.sidecar.identity import verify_peer
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
@@ -139,6 +140,7 @@ class Sidecar:
         )
         self.abort_outcomes: Counter[tuple[str, str]] = Counter()
         self.ladder = AbortLadder(config.abort, self.abort_outcomes, self._abort_step)
+        self._background: set[asyncio.Task[None]] = set()
         self.registry = Registry(
             config.thresholds,
             listener=Fanout(
@@ -147,6 +149,7 @@ class Sidecar:
             ),
             clock=clock,
         )
+        self.ladder.registry = self.registry
         self.detector: Detector | None = None
         self.metrics = CollectorRegistry(auto_describe=False)
         self.metrics.register(
@@ -317,6 +320,10 @@ class Sidecar:
         if self.detector is not None:
             self.detector.poke()
         instance = batch.process.instance_id
+        process = self.registry.processes.get(instance)
+        if process is not None and not process.verified and process.verify_attempts < 3:
+            process.verify_attempts += 1
+            self._spawn(self._verify(process, request))
         if batch.results:
             self.ladder.results(instance, batch.results)
         reply = Reply(
@@ -326,6 +333,29 @@ class Sidecar:
             commands=self.ladder.take_commands(instance),
         )
         return Response(encode(reply), media_type="application/json")
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _verify(self, process: Any, request: Request) -> None:
+        """Prove (or not) that the claimed pid owns this connection; off the loop."""
+        client = (request.client.host, request.client.port) if request.client else None
+        server = request.scope.get("server")
+        verified, why = await asyncio.to_thread(
+            verify_peer, process.info, client, tuple(server) if server else None
+        )
+        process.verified, process.verify_note = verified, why
+        log_event(
+            logging.INFO if verified else logging.WARNING,
+            "process_identity",
+            verified=verified,
+            detail=why,
+            service=process.service,
+            pid=process.info.pid,
+            instance_id=process.info.instance_id,
+        )
 
     def span_json(self, span: OpenSpan, now: float, wall_now: float) -> dict[str, Any]:
         """The public JSON form of a span, as listed by ``GET /v1/spans``."""

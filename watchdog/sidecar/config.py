@@ -199,6 +199,8 @@ class AbortConfig:
 
     grace_seconds: float = 10.0
     dry_run: bool = False
+    max_signals: int = 5
+    window_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -440,13 +442,15 @@ def load_config(
 
 
 def _abort(raw: Mapping[str, object]) -> AbortConfig:
-    _reject_unknown("abort", raw, {"grace_seconds", "dry_run"})
+    _reject_unknown("abort", raw, {"grace_seconds", "dry_run", "max_signals", "window_seconds"})
     dry_run = raw.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigError("abort.dry_run", f"expected true or false, got {dry_run!r}")
     return AbortConfig(
         grace_seconds=_seconds("abort.grace_seconds", raw.get("grace_seconds", 10.0)),
         dry_run=dry_run,
+        max_signals=_int("abort.max_signals", raw.get("max_signals", 5), 0, 10_000),
+        window_seconds=_seconds("abort.window_seconds", raw.get("window_seconds", 300.0)),
     )
 
 

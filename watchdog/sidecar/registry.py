@@ -127,6 +127,9 @@ class ProcessRecord:
         "open_reported",
         "spans",
         "spans_by_kind",
+        "verified",
+        "verify_attempts",
+        "verify_note",
         "wall_minus_mono",
         "_offset_samples",
     )
@@ -144,6 +147,11 @@ class ProcessRecord:
         self.wall_minus_mono = 0.0
         self.open_reported = 0
         self.dropped_events = 0
+        # Whether the claimed pid was proven to own the connection (see identity.py);
+        # None until checked. Only verified processes are ever signalled.
+        self.verified: bool | None = None
+        self.verify_note = "not checked yet"
+        self.verify_attempts = 0
 
     @property
     def service(self) -> str:
@@ -332,6 +340,12 @@ class Registry:
         for span in process.spans.values():
             if span.container and span.state == "open":
                 self._schedule(span, span.deadline_now())
+
+    def forget(self, instance_id: str, now: float | None = None) -> None:
+        """Remove a process and its spans (it exited); spans end with unknown times."""
+        process = self.processes.get(instance_id)
+        if process is not None:
+            self._forget(process, self.clock() if now is None else now)
 
     def _forget(self, process: ProcessRecord, now: float) -> None:
         for span in list(process.spans.values()):

@@ -1,0 +1,188 @@
+"""The signal steps of the abort ladder, with real app processes and real signals —
+and the guarantees that keep them away from processes that did not prove who they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+from watchdog.protocol import PROTOCOL_VERSION
+from watchdog.sidecar.launcher import SidecarProcess
+from watchdog.standin import StandInServer
+
+Factory = Callable[..., SidecarProcess]
+REPO = Path(__file__).resolve().parent.parent
+
+KILL_BLOCKING_TOOLS = """
+[thresholds]
+function = 1.5
+response = 60
+agent = 60
+turn = 60
+task = 60
+trace = 60
+[abort]
+grace_seconds = 1.5
+{extra}
+[[rules]]
+kind = "function"
+action = "kill"
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(scenario: str, sidecar: str, standin: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "running"
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def steps(sidecar: SidecarProcess) -> list[tuple[str, str]]:
+    return [(e["step"], e["outcome"]) for e in sidecar.logs if e.get("event") == "abort_step"]
+
+
+def test_blocked_loop_escalates_from_cancel_to_sigterm(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    sidecar = sidecar_factory(KILL_BLOCKING_TOOLS.format(extra=""))
+    app = apps("blocking", sidecar.url, standin.url)
+    assert app.wait(20) == -15  # ended by SIGTERM
+    wait_until(lambda: ("terminate", "succeeded") in steps(sidecar))
+    assert steps(sidecar) == [
+        ("cancel", "requested"),
+        ("cancel", "timed_out"),
+        ("cancel_trace", "requested"),
+        ("cancel_trace", "timed_out"),
+        ("terminate", "sent"),
+        ("terminate", "succeeded"),
+    ]
+    identity = sidecar.wait_for("process_identity", timeout=1)
+    assert identity is not None and identity["verified"] is True
+    sent = next(
+        e for e in sidecar.logs if e.get("event") == "abort_step" and e["outcome"] == "sent"
+    )
+    assert f"SIGTERM sent to pid {app.pid}" in sent["detail"]
+    # The process's spans left with it; its alert and incident resolved.
+    wait_until(lambda: httpx.get(f"{sidecar.url}/v1/spans").json()["spans"] == [])
+
+
+def test_process_ignoring_sigterm_gets_sigkill(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    sidecar = sidecar_factory(KILL_BLOCKING_TOOLS.format(extra=""))
+    app = apps("stubborn", sidecar.url, standin.url)
+    assert app.wait(25) == -9
+    wait_until(lambda: ("kill", "succeeded") in steps(sidecar))
+    assert [s for s in steps(sidecar) if s[0] in ("terminate", "kill")] == [
+        ("terminate", "sent"),
+        ("terminate", "timed_out"),
+        ("kill", "sent"),
+        ("kill", "succeeded"),
+    ]
+
+
+def test_dry_run_and_the_rate_limit(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    sidecar = sidecar_factory(KILL_BLOCKING_TOOLS.format(extra="dry_run = true\nmax_signals = 1"))
+    first = apps("blocking", sidecar.url, standin.url)
+    second = apps("blocking", sidecar.url, standin.url)
+    wait_until(lambda: ("terminate", "rate_limited") in steps(sidecar), within=20)
+    wait_until(lambda: ("terminate", "dry_run") in steps(sidecar), within=20)
+    assert steps(sidecar).count(("terminate", "dry_run")) == 1
+    assert not [s for s in steps(sidecar) if s[1] in ("sent", "requested")]
+    assert first.poll() is None and second.poll() is None  # nothing was signalled
+
+
+def fake_batch(pid: int, create_time: float, instance: str, seq: int, start: bool) -> bytes:
+    now = time.monotonic()
+    events = [["s", "span_fake", "trace_fake", None, "function", "crunch", now - 5.0, 1, None]]
+    return json.dumps(
+        {
+            "v": PROTOCOL_VERSION,
+            "process": {
+                "instance_id": instance,
+                "pid": pid,
+                "host": "h",
+                "create_time": create_time,
+                "service": "impostor",
+            },
+            "seq": seq,
+            "sent_at": now,
+            "heartbeat": {
+                "interval": 1.0,
+                "open_spans": 1,
+                "dropped_events": 0,
+                "wall_minus_mono": time.time() - now,
+            },
+            "events": events if start else [],
+            "resync": [events[0]] if start else None,
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("case", ["someone-elses-pid", "reused-pid"])
+def test_unverified_processes_are_never_signalled(sidecar_factory: Factory, case: str) -> None:
+    sidecar = sidecar_factory(KILL_BLOCKING_TOOLS.format(extra=""))
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        if case == "someone-elses-pid":
+            # Claims the bystander's pid and its true create time.
+            pid, created = bystander.pid, psutil.Process(bystander.pid).create_time()
+        else:
+            # Our own pid, but the create time of an earlier process that had it.
+            pid, created = os.getpid(), psutil.Process().create_time() - 1000
+        with httpx.Client() as client:
+            for seq in range(1, 200):
+                reply = client.post(
+                    f"{sidecar.url}/v1/events",
+                    content=fake_batch(pid, created, f"fake-{case}", seq, start=seq == 1),
+                    headers={"content-type": "application/json"},
+                )
+                assert reply.status_code == 200
+                if ("terminate", "refused") in steps(sidecar):
+                    break
+                time.sleep(0.2)  # an app's heartbeat pace, not synchronisation
+        refused = next(
+            e for e in sidecar.logs if e.get("event") == "abort_step" and e["outcome"] == "refused"
+        )
+        expected = "not the claimed pid" if case == "someone-elses-pid" else "create time differs"
+        assert expected in refused["detail"]
+        assert not [s for s in steps(sidecar) if s[1] == "sent"]
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
