@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -139,9 +142,24 @@ def test_manual_abort_needs_the_token_and_cancels(
     assert unknown.status_code == 400 and "colour" in unknown.json()["detail"]
     missing = httpx.post(f"{sidecar.url}/v1/spans/span_nope/abort", json={}, headers=auth)
     assert missing.status_code == 404
-    accepted = httpx.post(url, json={"action": "cancel"}, headers=auth)
-    assert accepted.status_code == 202
-    assert accepted.json()["steps"] == ["cancel", "cancel_trace"]
+    command = [sys.executable, "-m", "watchdog.cli", "abort", span["span_id"], "--url", sidecar.url]
+    refused = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "AGENTS_WATCHDOG_TOKEN": "wrong"},
+    )
+    assert refused.returncode == 1 and "wrong bearer token" in refused.stderr
+    accepted = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "AGENTS_WATCHDOG_TOKEN": TOKEN},
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "started: cancel -> cancel_trace" in accepted.stdout
     with pytest.raises(RunAborted, match="requested by operator"):
         run.wait(timeout=15)
 

@@ -43,6 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     incidents.add_argument("--state", choices=["open", "resolved", "orphaned"])
     incidents.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     incidents.add_argument("--json", action="store_true", help="print JSON for scripts")
+    abort = commands.add_parser(
+        "abort",
+        help="stop a hung span's run: cancel, then (terminate/kill) signals",
+        description="Start the abort ladder for an open span on a running sidecar. Needs the "
+        "sidecar's token, read from AGENTS_WATCHDOG_TOKEN.",
+    )
+    abort.add_argument("span_id", help="the span to abort (see /v1/spans)")
+    abort.add_argument(
+        "--action",
+        choices=["cancel", "terminate", "kill"],
+        default="cancel",
+        help="how far the ladder may go (default cancel)",
+    )
+    abort.add_argument("--instance-id", help="the process instance, when the span id is not unique")
+    abort.add_argument(
+        "--url", help="sidecar URL (default $AGENTS_WATCHDOG_URL or http://127.0.0.1:9750)"
+    )
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -55,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version())
         return 0
+    if args.command == "abort":
+        from watchdog.incidents_cli import run_abort
+
+        return run_abort(args)
     if args.command == "incidents":
         from watchdog.incidents_cli import run_incidents
 

@@ -1,4 +1,4 @@
-"""``agents-watchdog incidents``: the incident history, read from a running sidecar."""
+"""``agents-watchdog incidents`` and ``abort``: talk to a running sidecar's HTTP API."""
 
 from __future__ import annotations
 
@@ -10,19 +10,27 @@ from typing import Any
 
 import httpx
 
-__all__ = ["print_table", "run_incidents"]
+__all__ = ["print_table", "run_abort", "run_incidents"]
 
 DEFAULT_URL = "http://127.0.0.1:9750"
 
 
 def _get(url: str, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+    return _call("GET", url, path, params=params)
+
+
+def _call(
+    method: str, url: str, path: str, params: dict[str, Any] | None = None, body: Any = None
+) -> tuple[int, Any]:
     headers = {}
     token = os.environ.get("AGENTS_WATCHDOG_TOKEN")
     if token:
         headers["authorization"] = f"Bearer {token}"
-    response = httpx.get(
+    response = httpx.request(
+        method,
         f"{url.rstrip('/')}{path}",
-        params={k: v for k, v in params.items() if v is not None},
+        params={k: v for k, v in (params or {}).items() if v is not None},
+        json=body,
         headers=headers,
         timeout=10,
         trust_env=False,
@@ -129,3 +137,22 @@ def _print_one(incident: dict[str, Any]) -> None:
     for entry in incident.get("timeline", []):
         detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items() if v is not None)
         print(f"    {_short(entry['at'])}  {entry['event']:<11} {detail}")
+
+
+def run_abort(args: argparse.Namespace) -> int:
+    """Ask the sidecar to abort a span; 0 when the ladder started."""
+    url = args.url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL
+    body: dict[str, Any] = {"action": args.action}
+    if args.instance_id:
+        body["instance_id"] = args.instance_id
+    try:
+        status, reply = _call("POST", url, f"/v1/spans/{args.span_id}/abort", body=body)
+    except httpx.HTTPError as exc:
+        print(f"agents-watchdog: cannot reach the sidecar at {url}: {exc}", file=sys.stderr)
+        return 1
+    if status != 202:
+        print(f"agents-watchdog: {reply.get('error')}: {reply.get('detail')}", file=sys.stderr)
+        return 1
+    dry = " (dry run: nothing will be sent)" if reply.get("dry_run") else ""
+    print(f"abort of {args.span_id} started: {' -> '.join(reply['steps'])}{dry}")
+    return 0
