@@ -74,11 +74,20 @@ def steps(sidecar: SidecarProcess) -> list[tuple[str, str]]:
     return [(e["step"], e["outcome"]) for e in sidecar.logs if e.get("event") == "abort_step"]
 
 
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_blocked_loop_escalates_from_cancel_to_sigterm(
-    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+    standin: StandInServer,
+    sidecar_factory: Factory,
+    apps: Callable[..., subprocess.Popen[str]],
+    transport: str,
+    tmp_path: Path,
 ) -> None:
-    sidecar = sidecar_factory(KILL_BLOCKING_TOOLS.format(extra=""))
-    app = apps("blocking", sidecar.url, standin.url)
+    socket_path = tmp_path / "watchdog.sock"
+    server = f'[server]\nunix_socket = "{socket_path}"\n' if transport == "unix" else ""
+    sidecar = sidecar_factory(server + KILL_BLOCKING_TOOLS.format(extra=""))
+    app = apps(
+        "blocking", sidecar.url if transport == "tcp" else f"unix://{socket_path}", standin.url
+    )
     assert app.wait(20) == -15  # ended by SIGTERM
     wait_until(lambda: ("terminate", "succeeded") in steps(sidecar))
     assert steps(sidecar) == [

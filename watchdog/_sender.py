@@ -201,6 +201,7 @@ class Sender:
         self._flush_waiters: list[threading.Event] = []
         self._process: ProcessInfo | None = None
         self._stop_deadline = float("inf")
+        self._endpoint = f"{settings.url}/v1/events"
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     # -- called from the app's threads ----------------------------------------------
@@ -246,8 +247,18 @@ class Sender:
                 headers["authorization"] = f"Bearer {self.settings.token}"
             # trust_env=False: the sidecar is local; a proxy from the environment
             # would only add a way to fail.
+            url = self.settings.url
+            transport = None
+            if url.startswith("unix://"):
+                # unix:///run/agents-watchdog.sock: HTTP over the sidecar's Unix socket.
+                transport = httpx.HTTPTransport(uds=url.removeprefix("unix://"))
+                url = "http://agents-watchdog"
+            self._endpoint = f"{url}/v1/events"
             with httpx.Client(
-                headers=headers, timeout=self.settings.request_timeout, trust_env=False
+                headers=headers,
+                timeout=self.settings.request_timeout,
+                trust_env=False,
+                transport=transport,
             ) as client:
                 self._loop(client)
         except Exception:
@@ -416,9 +427,7 @@ class Sender:
         if self._stopping:
             timeout = max(0.05, min(timeout, self._stop_deadline - now))
         try:
-            response = client.post(
-                f"{self.settings.url}/v1/events", content=encode(batch), timeout=timeout
-            )
+            response = client.post(self._endpoint, content=encode(batch), timeout=timeout)
             if response.status_code != 200:
                 return self._failed(f"HTTP {response.status_code}: {response.text[:300]}")
             reply = decode_reply(response.content)

@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 9750; 0 picks one)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="also listen on this Unix socket (owner-only; apps use unix://PATH)",
+    )
     incidents = commands.add_parser(
         "incidents",
         help="list incidents (hung spans and what happened to them)",
@@ -86,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(
             args.config,
-            overrides={"host": args.host, "port": args.port, "log_level": args.log_level},
+            overrides={
+                "host": args.host,
+                "port": args.port,
+                "log_level": args.log_level,
+                "unix_socket": args.unix_socket,
+            },
         )
     except ConfigError as exc:
         print(f"agents-watchdog: {exc}", file=sys.stderr)

@@ -70,8 +70,10 @@ class WatchdogProcessor(TracingProcessor):
         heartbeat_interval: float = 1.0,
         request_timeout: float = 2.0,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if not url.startswith(("http://", "https://", "unix:///")):
+            raise ValueError(
+                f"url must start with http://, https:// or unix:/// (a socket path), got {url!r}"
+            )
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         if max_open_spans < 1:

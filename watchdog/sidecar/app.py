@@ -26,7 +26,7 @@ from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
-from watchdog.sidecar.identity import verify_peer
+from watchdog.sidecar.identity import verify_credentials, verify_peer
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
@@ -341,11 +341,16 @@ class Sidecar:
 
     async def _verify(self, process: Any, request: Request) -> None:
         """Prove (or not) that the claimed pid owns this connection; off the loop."""
-        client = (request.client.host, request.client.port) if request.client else None
-        server = request.scope.get("server")
-        verified, why = await asyncio.to_thread(
-            verify_peer, process.info, client, tuple(server) if server else None
-        )
+        credentials = request.scope.get("extensions", {}).get("peer_credentials")
+        if credentials is not None:
+            # A Unix socket: the kernel itself says who is on the other end.
+            verified, why = await asyncio.to_thread(verify_credentials, process.info, credentials)
+        else:
+            client = (request.client.host, request.client.port) if request.client else None
+            server = request.scope.get("server")
+            verified, why = await asyncio.to_thread(
+                verify_peer, process.info, client, tuple(server) if server else None
+            )
         process.verified, process.verify_note = verified, why
         log_event(
             logging.INFO if verified else logging.WARNING,

@@ -97,6 +97,7 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
+    unix_socket: str = ""
 
     @property
     def loopback(self) -> bool:
@@ -281,7 +282,9 @@ def _kind_table(key: str, raw: object, allow_default: bool) -> dict[str, float]:
 
 
 def _server(raw: Mapping[str, object]) -> ServerConfig:
-    _reject_unknown("server", raw, {"host", "port", "token", "max_body_bytes", "log_level"})
+    _reject_unknown(
+        "server", raw, {"host", "port", "token", "max_body_bytes", "log_level", "unix_socket"}
+    )
     defaults = ServerConfig()
     host = _str("server.host", raw.get("host", defaults.host))
     port = _int("server.port", raw.get("port", defaults.port), 0, 65535)
@@ -296,7 +299,10 @@ def _server(raw: Mapping[str, object]) -> ServerConfig:
         raise ConfigError(
             "server.log_level", f"expected debug, info, warning or error, got {level!r}"
         )
-    server = ServerConfig(host, port, token, max_body, level)
+    unix_socket = _str("server.unix_socket", raw.get("unix_socket", ""))
+    if unix_socket and not os.path.isabs(unix_socket):
+        raise ConfigError("server.unix_socket", f"expected an absolute path, got {unix_socket!r}")
+    server = ServerConfig(host, port, token, max_body, level, unix_socket)
     if not server.loopback and not server.token:
         raise ConfigError(
             "server.token",
@@ -356,6 +362,7 @@ def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         "TOKEN": "token",
         "LOG_LEVEL": "log_level",
         "MAX_BODY_BYTES": "max_body_bytes",
+        "UNIX_SOCKET": "unix_socket",
     }
     for name, value in environ.items():
         if (
@@ -375,7 +382,8 @@ def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             raise ConfigError(
                 name,
                 "unknown environment variable; expected AGENTS_WATCHDOG_HOST, _PORT, _TOKEN, "
-                "_LOG_LEVEL, _MAX_BODY_BYTES, _CONFIG, _THRESHOLD_<KIND> or _MAX_DURATION_<KIND>",
+                "_LOG_LEVEL, _MAX_BODY_BYTES, _UNIX_SOCKET, _CONFIG, _THRESHOLD_<KIND> or "
+                "_MAX_DURATION_<KIND>",
             )
 
 

@@ -18,7 +18,7 @@ import psutil
 
 from watchdog.protocol import ProcessInfo
 
-__all__ = ["is_alive", "send_signal", "verify_peer"]
+__all__ = ["is_alive", "send_signal", "verify_credentials", "verify_peer"]
 
 # Clock granularity of /proc start times (jiffies) plus float rounding.
 _CREATE_TIME_TOLERANCE = 0.05
@@ -57,6 +57,14 @@ def verify_peer(
             False,
             f"the connection belongs to pid {sorted(owners)}, not the claimed pid {info.pid}",
         )
+    return _same_process(info)
+
+
+def verify_credentials(info: ProcessInfo, credentials: tuple[int, int, int]) -> tuple[bool, str]:
+    """Check the claimed pid against a Unix socket peer's ``SO_PEERCRED`` (pid, uid, gid)."""
+    pid = credentials[0]
+    if pid != info.pid:
+        return False, f"the socket's peer is pid {pid}, not the claimed pid {info.pid}"
     return _same_process(info)
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import socket
+import stat
+import struct
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from watchdog._serving import GracefulServer
 from watchdog.sidecar.app import Sidecar
@@ -33,6 +40,56 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_unix(path: str) -> socket.socket:
+    """Listen on a Unix socket at ``path`` that only this user can connect to."""
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        os.unlink(path)  # left by a previous run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Owner-only from the first instant: no window in which others could connect.
+    previous = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(previous)
+    os.chmod(path, 0o600)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+_CREDENTIALS = struct.Struct("3i")
+
+
+class PeerCredentialsProtocol(H11Protocol):
+    """uvicorn's h11 protocol, plus the kernel's word on who connected to a Unix socket
+    (``SO_PEERCRED``: pid, uid, gid), passed to the app as
+    ``scope["extensions"]["peer_credentials"]``."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Read the peer's credentials once per connection."""
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
+        except OSError:
+            return
+        credentials = _CREDENTIALS.unpack(raw)
+        app = self.app
+
+        async def with_credentials(scope: Any, receive: Any, send: Any) -> None:
+            scope["extensions"] = {**scope.get("extensions", {}), "peer_credentials": credentials}
+            await app(scope, receive, send)
+
+        self.app = with_credentials
+
+
 def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging(config.server.log_level)
@@ -47,6 +104,19 @@ def serve(config: Config) -> int:
             error=exc.strerror or str(exc),
         )
         return 1
+    sockets = [sock]
+    if config.server.unix_socket:
+        try:
+            sockets.append(bind_unix(config.server.unix_socket))
+        except OSError as exc:
+            log_event(
+                logging.ERROR,
+                "bind_failed",
+                path=config.server.unix_socket,
+                error=exc.strerror or str(exc),
+            )
+            sock.close()
+            return 1
     sidecar = Sidecar(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -59,6 +129,7 @@ def serve(config: Config) -> int:
         sidecar_id=sidecar.sidecar_id,
         config=config.source,
         auth=config.server.token is not None,
+        unix_socket=config.server.unix_socket or None,
     )
     server = GracefulServer(
         uvicorn.Config(
@@ -71,8 +142,15 @@ def serve(config: Config) -> int:
             # Bounds what one client can make the sidecar buffer before a handler runs.
             h11_max_incomplete_event_size=64 * 1024,
             server_header=False,
+            http=PeerCredentialsProtocol,
         )
     )
-    server.run(sockets=[sock])
-    sock.close()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for listening in sockets:
+            listening.close()
+        if config.server.unix_socket:
+            with contextlib.suppress(OSError):
+                os.unlink(config.server.unix_socket)
     return 0
