@@ -26,4 +26,8 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "[webhook] RESOLVED AgentSpanHung" in out
     assert out.count("[webhook]") == 2
     assert "resolved  demo-app  response  Researcher" in out
+    assert "the app caught RunAborted: agents-watchdog: response span" in out
+    assert "ladder: terminate    sent       SIGTERM sent to pid" in out
+    assert "ladder: terminate    succeeded" in out
+    assert "the worker exited with status -15" in out
     assert "Traceback" not in result.stderr

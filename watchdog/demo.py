@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -252,9 +254,126 @@ def main() -> int:
         if not (still_hung and resolved and listing and listing[0]["state"] == "resolved"):
             say("FAILED: the alert did not resolve or the incident was not recorded.")
             return 1
+        say()
+        if not abort_ladder(standin):
+            return 1
     say()
-    say("Demo complete: detection, metrics, alerts, recovery and incident history shown.")
+    say(
+        "Demo complete: detection, metrics, alerts, recovery, incident history and the "
+        "abort ladder shown."
+    )
     return 0
+
+
+ABORT_CONFIG = """\
+[thresholds]
+response = 2
+function = 2
+agent = 30
+turn = 30
+task = 30
+trace = 30
+
+[abort]
+grace_seconds = 1.5
+
+[[rules]]                 # a stuck model call: cancel the run cooperatively
+kind = "response"
+action = "cancel"
+
+[[rules]]                 # a tool that blocks the event loop: escalate to SIGTERM
+kind = "function"
+name = "crunch_numbers"
+action = "terminate"
+"""
+
+
+def abort_ladder(standin: Any) -> bool:
+    """Part two: rules that end stuck runs. True when both cases ended as described."""
+    from agents import Agent, OpenAIResponsesModel, Runner
+    from agents.tracing import set_trace_processors
+    from openai import AsyncOpenAI
+
+    from watchdog.processor import RunAborted, WatchdogProcessor, abortable
+    from watchdog.sidecar.launcher import SidecarProcess
+
+    say("Part two: rules that stop stuck runs (cancel first, then SIGTERM, then SIGKILL).")
+    with SidecarProcess(ABORT_CONFIG) as sidecar:
+        processor = WatchdogProcessor(sidecar.url, service="demo-app")
+        set_trace_processors([processor])
+
+        async def solo() -> str:
+            client = AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="demo", max_retries=0)
+            agent = Agent(
+                name="Solo",
+                instructions="Answer.",
+                model=OpenAIResponsesModel(model="standin:hang", openai_client=client),
+            )
+            try:
+                async with abortable():
+                    await Runner.run(agent, "Summarise the backlog.")
+                return "finished (unexpected)"
+            except RunAborted as exc:
+                return f"RunAborted: {exc}"
+            finally:
+                await client.close()
+
+        say("8. An agent's model call hangs; its rule says cancel ...")
+        outcome = asyncio.run(solo())
+        say(f"   the app caught {outcome}")
+        processor.shutdown()
+        cancelled = outcome.startswith("RunAborted")
+
+        say("9. In another process, a tool blocks the event loop with time.sleep; its rule")
+        say("   says terminate. Cancelling cannot work there, so the ladder escalates ...")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watchdog.demo", "worker", sidecar.url, standin.url],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            status = worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            status = worker.wait()
+        sidecar.wait_for(
+            "abort_step",
+            timeout=5,
+            where=lambda e: e.get("pid") == worker.pid and e.get("outcome") == "succeeded",
+        )
+        for entry in sidecar.logs:
+            if entry.get("event") == "abort_step" and entry.get("pid") == worker.pid:
+                say(f"   ladder: {entry['step']:<12} {entry['outcome']:<10} {entry['detail']}")
+        say(f"   the worker exited with status {status} (-15: ended by SIGTERM)")
+        return cancelled and status == -signal.SIGTERM
+
+
+def worker(sidecar_url: str, standin_url: str) -> None:
+    """The process of part two's step 9: its only tool blocks the event loop."""
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+    from openai import AsyncOpenAI
+
+    from watchdog.processor import install
+
+    @function_tool
+    async def crunch_numbers(quarter: str) -> str:
+        """Crunch the quarter's numbers."""
+        time.sleep(600)  # noqa: ASYNC251 - sync code in an async tool: the bug shown here
+        return "done"
+
+    async def run() -> None:
+        install(url=sidecar_url, service="demo-worker", replace_default=True)
+        client = AsyncOpenAI(base_url=f"{standin_url}/v1", api_key="demo", max_retries=0)
+        agent = Agent(
+            name="Cruncher",
+            instructions="Crunch.",
+            model=OpenAIResponsesModel(
+                model="standin:tool=crunch_numbers;reply=Done", openai_client=client
+            ),
+            tools=[crunch_numbers],
+        )
+        await Runner.run(agent, "Crunch Q3.")
+
+    asyncio.run(run())
 
 
 def _table(incidents: list[dict[str, Any]]) -> list[str]:
@@ -267,4 +386,7 @@ def _table(incidents: list[dict[str, Any]]) -> list[str]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["worker"]:
+        worker(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     sys.exit(main())
