@@ -3,8 +3,10 @@
     python -m tests.app_process SCENARIO SIDECAR_URL STANDIN_URL
 
 Scenarios: ``blocking`` — a tool blocks the event loop with ``time.sleep`` (cancel
-cannot work); ``stubborn`` — the same, and SIGTERM is ignored. Prints ``running`` once
-the run has started, then never finishes on its own.
+cannot work); ``stubborn`` — the same, and SIGTERM is ignored. Both print ``running``
+once the run has started, then never finish on their own. ``cancel`` — two runs at
+once, one whose model call hangs and one healthy; prints ``running``, then one line
+per run (``aborted: …``, ``healthy: …``) and exits 0.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool
 from openai import AsyncOpenAI
 
-from watchdog.processor import abortable, install
+from watchdog.processor import RunAborted, abortable, install
 
 
 @function_tool
@@ -28,11 +30,48 @@ async def crunch(topic: str) -> str:
     return "never"
 
 
+async def two_runs(client: AsyncOpenAI) -> None:
+    """A hung run (aborted by the watchdog) beside a healthy one in the same loop."""
+
+    @function_tool
+    async def fetch(topic: str) -> str:
+        """Fetch a chunk."""
+        await asyncio.sleep(0.3)
+        return "chunk"
+
+    def model(script: str) -> OpenAIResponsesModel:
+        return OpenAIResponsesModel(model=script, openai_client=client)
+
+    stuck = Agent(name="Stuck", instructions="x", model=model("standin:hang"))
+    healthy = Agent(
+        name="Healthy",
+        instructions="x",
+        tools=[fetch],
+        model=model("standin:" + "tool=fetch;" * 10 + "reply=Healthy"),
+    )
+
+    async def guarded(agent: Agent[None], label: str) -> str:
+        try:
+            async with abortable():
+                result = await Runner.run(agent, "Go.", max_turns=30)
+            return f"{label}: {result.final_output}"
+        except RunAborted as exc:
+            return f"aborted: {exc}"
+
+    print("running", flush=True)
+    for line in await asyncio.gather(guarded(stuck, "stuck"), guarded(healthy, "healthy")):
+        print(line, flush=True)
+
+
 async def main(scenario: str, sidecar: str, standin: str) -> None:
     if scenario == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     install(url=sidecar, service="worker", replace_default=True)
     client = AsyncOpenAI(base_url=f"{standin}/v1", api_key="test", max_retries=0)
+    if scenario == "cancel":
+        await two_runs(client)
+        await client.close()
+        return
     agent = Agent(
         name="Cruncher",
         instructions="Crunch.",

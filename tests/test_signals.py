@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_until
+from tests.receivers import Receiver
 from watchdog.protocol import PROTOCOL_VERSION
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
@@ -106,6 +107,31 @@ def test_blocked_loop_escalates_from_cancel_to_sigterm(
     assert f"SIGTERM sent to pid {app.pid}" in sent["detail"]
     # The process's spans left with it; its alert and incident resolved.
     wait_until(lambda: httpx.get(f"{sidecar.url}/v1/spans").json()["spans"] == [])
+
+
+def test_cancel_rule_aborts_the_hung_run_and_the_process_serves_on(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            KILL_BLOCKING_TOOLS.format(extra="")
+            .replace('kind = "function"', 'kind = "response"')
+            .replace('action = "kill"', 'action = "cancel"')
+            .replace("response = 60", "response = 1.5")
+            .replace("function = 1.5", "function = 60")
+            + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        app = apps("cancel", sidecar.url, standin.url)
+        out, _ = app.communicate(timeout=30)
+        assert app.returncode == 0
+        lines = out.strip().splitlines()
+        assert lines[0].startswith("aborted: agents-watchdog: response span")
+        assert lines[1] == "healthy: Healthy"  # the other run in the process, undisturbed
+        assert steps(sidecar) == [("cancel", "requested"), ("cancel", "succeeded")]
+        assert not [s for s in steps(sidecar) if s[0] in ("terminate", "kill")]
+        resolved = webhook.wait_for(lambda b: len(b) == 2)[1]
+    assert resolved["status"] == "resolved"
+    assert resolved["alerts"][0]["annotations"]["abort"].startswith("cancel: delivered")
 
 
 def test_process_ignoring_sigterm_gets_sigkill(
