@@ -221,3 +221,13 @@ def test_unverified_processes_are_never_signalled(sidecar_factory: Factory, case
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_never_pid_1_nor_the_sidecar_itself() -> None:
+    from watchdog.protocol import ProcessInfo
+    from watchdog.sidecar.identity import send_signal
+
+    me = psutil.Process()
+    for pid, created in ((1, psutil.Process(1).create_time()), (me.pid, me.create_time())):
+        sent, why = send_signal(ProcessInfo("x", pid, "h", created, "s"), 15)
+        assert not sent and f"refusing to signal pid {pid}" in why

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -64,6 +64,24 @@ def parse_since(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _checked_query(
+    params: Mapping[str, str], allowed: frozenset[str], states: tuple[str, ...]
+) -> str | None:
+    """Refuse unknown query parameters and a bad ``state``; returns the state filter."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise RequestRejected(
+            400,
+            "bad_request",
+            f"unknown query parameter(s) {', '.join(unknown)}; "
+            f"expected {', '.join(sorted(allowed))}",
+        )
+    state = params.get("state")
+    if state is not None and state not in states:
+        raise RequestRejected(400, "bad_request", f"state must be one of {', '.join(states)}")
+    return state
 
 
 def _positive(text: str, what: str, high: int) -> int:
@@ -396,19 +414,7 @@ class Sidecar:
         try:
             self._authorize(request)
             params = request.query_params
-            unknown = sorted(set(params) - _SPAN_FILTERS)
-            if unknown:
-                raise RequestRejected(
-                    400,
-                    "bad_request",
-                    f"unknown query parameter(s) {', '.join(unknown)}; "
-                    f"expected {', '.join(sorted(_SPAN_FILTERS))}",
-                )
-            state = params.get("state")
-            if state is not None and state not in _STATES:
-                raise RequestRejected(
-                    400, "bad_request", f"state must be one of {', '.join(_STATES)}"
-                )
+            state = _checked_query(params, _SPAN_FILTERS, _STATES)
             kind = params.get("kind")
             if kind is not None and kind not in KINDS:
                 raise RequestRejected(
@@ -499,19 +505,7 @@ class Sidecar:
         try:
             self._authorize(request)
             params = request.query_params
-            unknown = sorted(set(params) - _INCIDENT_FILTERS)
-            if unknown:
-                raise RequestRejected(
-                    400,
-                    "bad_request",
-                    f"unknown query parameter(s) {', '.join(unknown)}; "
-                    f"expected {', '.join(sorted(_INCIDENT_FILTERS))}",
-                )
-            state = params.get("state")
-            if state is not None and state not in _INCIDENT_STATES:
-                raise RequestRejected(
-                    400, "bad_request", f"state must be one of {', '.join(_INCIDENT_STATES)}"
-                )
+            state = _checked_query(params, _INCIDENT_FILTERS, _INCIDENT_STATES)
             limit = _positive(params.get("limit", "50"), "limit", 1000)
             before = params.get("before")
             before_id = None if before is None else _positive(before, "before", 2**62)
