@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from watchdog.sidecar.registry import OpenSpan, RegistryListener
+from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener
 
 __all__ = [
     "Alert",
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 SPAN_HUNG: Final = "AgentSpanHung"
+PROCESS_UNRESPONSIVE: Final = "AgentProcessUnresponsive"
+SPANS_ORPHANED: Final = "AgentSpansOrphaned"
 # Alertmanager's "no end time": an alert that is still firing.
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 
@@ -149,6 +151,77 @@ class AlertBook(RegistryListener):
         """A container is active again: its idle alert resolves."""
         self._resolve(span, "activity resumed below it")
 
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """The span's process died: its hung alert resolves (the orphan alert takes over)."""
+        self._resolve(span, "its process died")
+
+    def _process_alert(
+        self, alertname: str, process: ProcessRecord, summary: str, description: str
+    ) -> None:
+        info = process.info
+        key = f"{alertname}/{info.instance_id}"
+        if key in self.active:
+            return
+        alert = Alert(
+            key=key,
+            labels={
+                "alertname": alertname,
+                "service": info.service,
+                "host": info.host,
+                "pid": str(info.pid),
+                "severity": "critical" if alertname == SPANS_ORPHANED else "warning",
+            },
+            annotations={
+                "summary": summary,
+                "description": description,
+                "instance_id": info.instance_id,
+            },
+            starts_at=self.wall(),
+            generator_url=f"{self.external_url()}/?process={info.instance_id}",
+        )
+        self.active[key] = alert
+        self.send(alert)
+
+    def process_unresponsive(self, process: ProcessRecord, now: float) -> None:
+        """Fire ``AgentProcessUnresponsive``."""
+        info = process.info
+        silent = process.silent_for(now)
+        self._process_alert(
+            PROCESS_UNRESPONSIVE,
+            process,
+            f"{info.service}: pid {info.pid} on {info.host} stopped reporting",
+            f"No heartbeat from pid {info.pid} of service {info.service!r} on {info.host} for "
+            f"{_duration(silent)} (heartbeats every {_duration(process.heartbeat_interval)}); "
+            f"it had {len(process.spans)} open spans. It may be wedged (GIL held, stopped) or "
+            "unable to reach the sidecar.",
+        )
+
+    def process_responsive(self, process: ProcessRecord, now: float) -> None:
+        """Heartbeats are back: resolve ``AgentProcessUnresponsive``."""
+        self._resolve_key(f"{PROCESS_UNRESPONSIVE}/{process.info.instance_id}", "reporting again")
+
+    def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
+        """Resolve the unresponsive alert; fire ``AgentSpansOrphaned`` if spans were open."""
+        info = process.info
+        self._resolve_key(f"{PROCESS_UNRESPONSIVE}/{info.instance_id}", "the process died")
+        if not orphans:
+            return
+        kinds = ", ".join(sorted({span.kind for span in orphans}))
+        self._process_alert(
+            SPANS_ORPHANED,
+            process,
+            f"{info.service}: pid {info.pid} died with {len(orphans)} spans open",
+            f"Pid {info.pid} of service {info.service!r} on {info.host} is gone (or its pid "
+            f"now belongs to another process) while {len(orphans)} spans ({kinds}) were open: "
+            "those runs can never finish. Traces: "
+            + ", ".join(sorted({span.trace_id for span in orphans})[:5]),
+        )
+
+    def process_left(self, process: ProcessRecord, now: float) -> None:
+        """The process is forgotten: anything still firing for it resolves."""
+        for alertname in (PROCESS_UNRESPONSIVE, SPANS_ORPHANED):
+            self._resolve_key(f"{alertname}/{process.info.instance_id}", "process forgotten")
+
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """The span ended (or left with its process): its alert resolves."""
         note = (
@@ -159,7 +232,10 @@ class AlertBook(RegistryListener):
         self._resolve(span, note)
 
     def _resolve(self, span: OpenSpan, note: str) -> None:
-        alert = self.active.pop(span.key, None)
+        self._resolve_key(span.key, note)
+
+    def _resolve_key(self, key: str, note: str) -> None:
+        alert = self.active.pop(key, None)
         if alert is None:
             return
         annotations = dict(alert.annotations)

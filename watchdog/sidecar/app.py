@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import importlib.metadata
 import logging
+import socket
 import time
 import uuid
 from collections import Counter
@@ -26,7 +27,7 @@ from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
-from watchdog.sidecar.identity import verify_credentials, verify_peer
+from watchdog.sidecar.identity import is_alive, verify_credentials, verify_peer
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
@@ -36,7 +37,7 @@ from watchdog.sidecar.sinks import Dispatcher, build_sink
 __all__ = ["Sidecar", "version"]
 
 _SPAN_FILTERS: Final = frozenset({"state", "kind", "service", "limit"})
-_STATES: Final = ("open", "hung")
+_STATES: Final = ("open", "hung", "orphaned")
 _INCIDENT_FILTERS: Final = frozenset({"service", "kind", "state", "since", "limit", "before"})
 _INCIDENT_STATES: Final = ("open", "resolved", "orphaned")
 _AGE_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -209,6 +210,7 @@ class Sidecar:
         tasks = [
             asyncio.create_task(self.detector.run(), name="agents-watchdog-detector"),
             asyncio.create_task(self._housekeeping(), name="agents-watchdog-housekeeping"),
+            asyncio.create_task(self._liveness(), name="agents-watchdog-liveness"),
         ]
         self.ready = True
         try:
@@ -224,6 +226,35 @@ class Sidecar:
             await self.dispatcher.stop()
             await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
+
+    async def _liveness(self) -> None:
+        """Once a second, over processes (not spans): who stopped reporting, who died,
+        whose orphans have been listed long enough."""
+        settings = self.config.processes
+        host = socket.gethostname()
+        registry = self.registry
+        while True:
+            await asyncio.sleep(1.0)
+            for process in list(registry.processes.values()):
+                now = registry.clock()
+                silent = process.silent_for(now)
+                interval = process.heartbeat_interval
+                if process.status == "dead":
+                    if process.died_at is not None and now - process.died_at > (
+                        settings.orphan_retention
+                    ):
+                        registry.forget(process.info.instance_id, now)
+                    continue
+                # Whether the pid is gone can only be known for a process on this host
+                # whose pid was proven to be ours to see (same pid namespace).
+                if silent > 2 * interval and process.verified and process.info.host == host:
+                    alive = await asyncio.to_thread(is_alive, process.info)
+                    # Still silent after the check (mark_dead ignores the already dead).
+                    if not alive and process.silent_for(registry.clock()) > 2 * interval:
+                        registry.mark_dead(process, registry.clock())
+                        continue
+                if process.status == "live" and silent > settings.unresponsive_after * interval:
+                    registry.mark_unresponsive(process, now)
 
     async def _housekeeping(self) -> None:
         """Close incidents that did not come back after a restart; prune hourly."""

@@ -175,7 +175,8 @@ class SinkConfig:
         """True when this sink's filter lets an alert with these labels through."""
         return (
             (not self.services or any(fnmatch.fnmatchcase(service, g) for g in self.services))
-            and (not self.kinds or kind in self.kinds)
+            # Process-level alerts have no kind: a kind filter does not hold them back.
+            and (not self.kinds or not kind or kind in self.kinds)
             and (not self.severities or severity in self.severities)
         )
 
@@ -205,6 +206,14 @@ class AbortConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    """``[processes]``: when a silent process is unresponsive, how long the dead linger."""
+
+    unresponsive_after: float = 5.0  # heartbeat intervals
+    orphan_retention: float = 300.0  # seconds a dead process's orphans stay listed
+
+
+@dataclass(frozen=True)
 class IncidentConfig:
     """``[incidents]``: the SQLite incident history."""
 
@@ -231,6 +240,7 @@ class Config:
     sinks: tuple[SinkConfig, ...] = DEFAULT_SINKS
     incidents: IncidentConfig = field(default_factory=IncidentConfig)
     abort: AbortConfig = field(default_factory=AbortConfig)
+    processes: ProcessConfig = field(default_factory=ProcessConfig)
     source: str = "defaults"
 
 
@@ -423,9 +433,11 @@ def load_config(
             "alerts",
             "incidents",
             "abort",
+            "processes",
         },
     )
-    for key in ("server", "thresholds", "max_duration", "alerting", "incidents", "abort"):
+    sections = ("server", "thresholds", "max_duration", "alerting", "incidents", "abort")
+    for key in (*sections, "processes"):
         data[key] = dict(_table(key, data.get(key, {})))
     _overlay_env(data, environ)
     for key, value in (overrides or {}).items():
@@ -445,7 +457,21 @@ def load_config(
         sinks=_sinks(data.get("alerts"), environ),
         incidents=_incidents(data["incidents"], environ),
         abort=_abort(data["abort"]),
+        processes=_processes(data["processes"]),
         source=source,
+    )
+
+
+def _processes(raw: Mapping[str, object]) -> ProcessConfig:
+    _reject_unknown("processes", raw, {"unresponsive_after", "orphan_retention"})
+    d = ProcessConfig()
+    return ProcessConfig(
+        unresponsive_after=_seconds(
+            "processes.unresponsive_after", raw.get("unresponsive_after", d.unresponsive_after)
+        ),
+        orphan_retention=_seconds(
+            "processes.orphan_retention", raw.get("orphan_retention", d.orphan_retention)
+        ),
     )
 
 

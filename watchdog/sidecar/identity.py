@@ -117,7 +117,10 @@ def is_alive(info: ProcessInfo) -> bool:
     """True while the process (same pid, same create time) exists and is not a zombie."""
     try:
         process = psutil.Process(info.pid)
-        if abs(process.create_time() - info.create_time) > _CREATE_TIME_TOLERANCE:
+        # A create time of 0 means the app could not read its own: the pid alone counts.
+        if info.create_time > 0 and (
+            abs(process.create_time() - info.create_time) > _CREATE_TIME_TOLERANCE
+        ):
             return False
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

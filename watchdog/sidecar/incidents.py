@@ -382,7 +382,13 @@ class IncidentLog(RegistryListener):
         note = "span ended" if duration is not None else "ended while its process was not reporting"
         self._close(span, duration, note)
 
-    def _close(self, span: OpenSpan, duration: float | None, note: str) -> None:
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """The span's process died: its incident closes as orphaned."""
+        self._close(span, None, "its process died with the span open", state="orphaned")
+
+    def _close(
+        self, span: OpenSpan, duration: float | None, note: str, state: str = "resolved"
+    ) -> None:
         key = span.key
         if key not in self.current:
             return
@@ -393,7 +399,7 @@ class IncidentLog(RegistryListener):
 
         def close(db: sqlite3.Connection) -> None:
             if row.get("id") is not None:
-                _close_incident(db, row["id"], "resolved", ended, duration, note)
+                _close_incident(db, row["id"], state, ended, duration, note)
 
         self.store.write(close)
 

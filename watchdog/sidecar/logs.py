@@ -90,6 +90,42 @@ class SpanLog(RegistryListener):
         info = process.info
         log_event(logging.INFO, "process_left", service=info.service, host=info.host, pid=info.pid)
 
+    def process_unresponsive(self, process: ProcessRecord, now: float) -> None:
+        """Log a process that stopped reporting."""
+        info = process.info
+        log_event(
+            logging.WARNING,
+            "process_unresponsive",
+            service=info.service,
+            host=info.host,
+            pid=info.pid,
+            silent_seconds=round(process.silent_for(now), 3),
+            open_spans=len(process.spans),
+        )
+
+    def process_responsive(self, process: ProcessRecord, now: float) -> None:
+        """Log a process that reports again."""
+        info = process.info
+        log_event(
+            logging.INFO, "process_responsive", service=info.service, host=info.host, pid=info.pid
+        )
+
+    def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
+        """Log a process that is gone."""
+        info = process.info
+        log_event(
+            logging.ERROR,
+            "process_died",
+            service=info.service,
+            host=info.host,
+            pid=info.pid,
+            orphaned_spans=len(orphans),
+        )
+
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """Log a span its process left open."""
+        log_event(logging.WARNING, "span_orphaned", **span_fields(span, now))
+
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Log the flagged span."""
         log_event(logging.WARNING, "span_hung", reason=span.reason, **span_fields(span, now))

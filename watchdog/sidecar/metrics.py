@@ -58,11 +58,16 @@ class SpanStats(RegistryListener):
     def __init__(self, edges: tuple[float, ...]) -> None:
         self.edges = edges
         self.hung_total: Counter[tuple[str, str]] = Counter()
+        self.orphaned_total: Counter[tuple[str, str]] = Counter()
         self.durations: dict[tuple[str, str], _Histogram] = {}
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Count a newly hung span."""
         self.hung_total[(span.process.service, span.kind)] += 1
+
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """Count a span left open by a process that died."""
+        self.orphaned_total[(span.process.service, span.kind)] += 1
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """Observe the duration of an ended span (unknown durations are not observed)."""
@@ -117,7 +122,7 @@ class WatchdogCollector(Collector):
         oldest_start: dict[tuple[str, str], float] = {}
         processes: Counter[str] = Counter()
         for process in self.registry.processes.values():
-            processes[process.state(now)] += 1
+            processes[process.status] += 1
             service = process.service
             for kind, spans in process.spans_by_kind.items():
                 key = (service, kind)
@@ -142,6 +147,15 @@ class WatchdogCollector(Collector):
         for key, value in sorted(self.span_stats.hung_total.items()):
             hung_total.add_metric(list(key), value)
         yield hung_total
+
+        orphaned = CounterMetricFamily(
+            PREFIX + "orphaned_spans",
+            "Spans left open by a process that died (they can never end).",
+            labels=labels,
+        )
+        for key, value in sorted(self.span_stats.orphaned_total.items()):
+            orphaned.add_metric(list(key), value)
+        yield orphaned
 
         duration = HistogramMetricFamily(
             PREFIX + "span_duration_seconds",
@@ -177,7 +191,7 @@ class WatchdogCollector(Collector):
         states = GaugeMetricFamily(
             PREFIX + "processes", "App processes known to the sidecar, by state.", labels=["state"]
         )
-        for state in ("live", "unresponsive"):
+        for state in ("live", "unresponsive", "dead"):
             states.add_metric([state], processes.get(state, 0))
         yield states
 

@@ -25,7 +25,8 @@ from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Threshold
 
 __all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
 
-SpanState = Literal["open", "hung"]
+SpanState = Literal["open", "hung", "orphaned"]
+ProcessState = Literal["live", "unresponsive", "dead"]
 HungReason = Literal["open too long", "idle too long", "over max duration"]
 INF: Final = math.inf
 # Ancestor walks stop here: real traces are a handful deep, and a hostile batch could
@@ -122,8 +123,11 @@ class ProcessRecord:
         "heartbeat_interval",
         "hung",
         "info",
+        "died_at",
         "last_seen",
         "offset",
+        "orphans",
+        "status",
         "open_reported",
         "spans",
         "spans_by_kind",
@@ -149,6 +153,10 @@ class ProcessRecord:
         self.dropped_events = 0
         # Whether the claimed pid was proven to own the connection (see identity.py);
         # None until checked. Only verified processes are ever signalled.
+        self.status: ProcessState = "live"
+        self.died_at: float | None = None
+        # Spans left open by a process that died: no longer watched, kept for a while.
+        self.orphans: list[OpenSpan] = []
         self.verified: bool | None = None
         self.verify_note = "not checked yet"
         self.verify_attempts = 0
@@ -177,9 +185,9 @@ class ProcessRecord:
         """Convert a sidecar-monotonic time into the app's wall-clock seconds."""
         return local - self.offset + self.wall_minus_mono
 
-    def state(self, now: float) -> str:
-        """``live`` while heartbeats arrive, ``unresponsive`` after three missed ones."""
-        return "live" if now - self.last_seen <= 3 * self.heartbeat_interval else "unresponsive"
+    def silent_for(self, now: float) -> float:
+        """Seconds since the last batch arrived."""
+        return now - self.last_seen
 
 
 class RegistryListener:
@@ -199,6 +207,18 @@ class RegistryListener:
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """A span left the registry; ``duration`` is None when its end time is unknown."""
+
+    def process_unresponsive(self, process: ProcessRecord, now: float) -> None:
+        """Heartbeats stopped arriving (the process may be wedged or paused)."""
+
+    def process_responsive(self, process: ProcessRecord, now: float) -> None:
+        """Heartbeats arrive again."""
+
+    def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
+        """The process is gone (pid gone or reused); ``orphans`` were open in it."""
+
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """A span's process died with the span open: it can never end."""
 
 
 class Registry:
@@ -238,7 +258,15 @@ class Registry:
             self.listener.process_joined(process, now)
         else:
             process.info = info
+        if process.status == "dead":
+            # Declared dead, yet it speaks: it was only wedged or unreachable. Its spans
+            # were orphaned, so it must tell us again what it has open.
+            process.status, process.died_at, process.orphans = "unresponsive", None, []
+            wants_resync = batch.resync is None
         process.observe(batch.sent_at, batch.heartbeat, now)
+        if process.status == "unresponsive":
+            process.status = "live"
+            self.listener.process_responsive(process, now)
         for event in batch.events:
             if type(event) is SpanStart:
                 self._start(process, event)
@@ -341,6 +369,29 @@ class Registry:
             if span.container and span.state == "open":
                 self._schedule(span, span.deadline_now())
 
+    def mark_unresponsive(self, process: ProcessRecord, now: float) -> None:
+        """The process stopped reporting; its spans stay watched."""
+        if process.status == "live":
+            process.status = "unresponsive"
+            self.listener.process_unresponsive(process, now)
+
+    def mark_dead(self, process: ProcessRecord, now: float) -> None:
+        """The process is gone: its open spans become orphans (no longer open, never to
+        end) and leave the deadline heap; the process record stays until
+        :meth:`forget` (retention), so operators can see what it left behind."""
+        if process.status == "dead":
+            return
+        process.status = "dead"
+        process.died_at = now
+        orphans = list(process.spans.values())
+        for span in orphans:
+            self._remove(span, now)
+            span.state = "orphaned"
+            span.deadline = None
+            self.listener.span_orphaned(span, now)
+        process.orphans = orphans
+        self.listener.process_died(process, orphans, now)
+
     def forget(self, instance_id: str, now: float | None = None) -> None:
         """Remove a process and its spans (it exited); spans end with unknown times."""
         process = self.processes.get(instance_id)
@@ -421,9 +472,10 @@ class Registry:
     # -- reading ----------------------------------------------------------------------
 
     def spans(self) -> Iterator[OpenSpan]:
-        """Every open span (hung ones included), process by process."""
+        """Every open span (hung ones included), then the orphans of dead processes."""
         for process in self.processes.values():
             yield from process.spans.values()
+            yield from process.orphans
 
 
 class Fanout(RegistryListener):
@@ -450,6 +502,22 @@ class Fanout(RegistryListener):
     def process_left(self, process: ProcessRecord, now: float) -> None:
         """Fan out."""
         self._each("process_left", process, now)
+
+    def process_unresponsive(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_unresponsive", process, now)
+
+    def process_responsive(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_responsive", process, now)
+
+    def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
+        """Fan out."""
+        self._each("process_died", process, orphans, now)
+
+    def span_orphaned(self, span: OpenSpan, now: float) -> None:
+        """Fan out."""
+        self._each("span_orphaned", span, now)
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Fan out."""

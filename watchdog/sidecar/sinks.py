@@ -74,9 +74,9 @@ class Sink:
     def wants(self, alert: Alert) -> bool:
         """True when this sink's filter accepts the alert, and it is news for this sink."""
         labels = alert.labels
-        return self.config.accepts(labels["service"], labels["kind"], labels["severity"]) and (
-            alert.announce
-        )
+        return self.config.accepts(
+            labels["service"], labels.get("kind", ""), labels["severity"]
+        ) and (alert.announce)
 
     def offer(self, alert: Alert) -> None:
         """Queue an alert without waiting; a full queue drops it (counted, logged once)."""
@@ -238,7 +238,7 @@ class AlertmanagerSink(Sink):
     def wants(self, alert: Alert) -> bool:
         """Alertmanager needs even already-announced alerts: they expire unless re-sent."""
         labels = alert.labels
-        return self.config.accepts(labels["service"], labels["kind"], labels["severity"])
+        return self.config.accepts(labels["service"], labels.get("kind", ""), labels["severity"])
 
     async def start(self) -> None:
         """Start the worker and the re-send loop."""

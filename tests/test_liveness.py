@@ -1,0 +1,139 @@
+"""Process liveness with real app processes: a process that stops reporting is
+unresponsive; one that dies leaves orphaned spans, which alert and then age out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import metric, spans, wait_until
+from tests.receivers import Receiver
+from watchdog.sidecar.launcher import SidecarProcess
+from watchdog.standin import StandInServer
+
+Factory = Callable[..., SidecarProcess]
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = """
+[thresholds]
+function = 1.5
+response = 60
+agent = 60
+turn = 60
+task = 60
+trace = 60
+[processes]
+unresponsive_after = 2
+orphan_retention = 3
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app(standin: StandInServer) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(sidecar_url: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.app_process", "blocking", sidecar_url, standin.url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        started.append(process)
+        assert process.stdout is not None and process.stdout.readline().strip() == "running"
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def alerts(receiver: Receiver) -> list[tuple[str, str]]:
+    return [(p["alerts"][0]["labels"]["alertname"], p["status"]) for p in receiver.bodies()]
+
+
+def test_a_killed_process_leaves_orphans_that_alert_then_age_out(
+    sidecar_factory: Factory, app: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
+        process = app(sidecar.url)
+        hung = wait_until(lambda: spans(sidecar, state="hung"))
+        open_before = {s["span_id"] for s in spans(sidecar)}
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+        died = sidecar.wait_for("process_died", timeout=15)
+        assert died is not None and died["pid"] == process.pid
+        assert died["orphaned_spans"] == len(open_before)
+        orphans = spans(sidecar, state="orphaned")
+        assert {s["span_id"] for s in orphans} == open_before
+        assert spans(sidecar, state="hung") == []
+        assert metric(sidecar, "agents_watchdog_processes", state="dead") == 1
+        assert (
+            metric(
+                sidecar, "agents_watchdog_orphaned_spans_total", kind="function", service="worker"
+            )
+            == 1
+        )
+        assert (
+            metric(sidecar, "agents_watchdog_open_spans", kind="function", service="worker") is None
+        )
+        incident = httpx.get(f"{sidecar.url}/v1/incidents").json()["incidents"][0]
+        assert incident["span_id"] == hung[0]["span_id"]
+        wait_until(
+            lambda: (
+                httpx.get(f"{sidecar.url}/v1/incidents").json()["incidents"][0]["state"]
+                == "orphaned"
+            )
+        )
+        # After the retention the dead process is forgotten and its orphan alert resolves.
+        wait_until(lambda: ("AgentSpansOrphaned", "resolved") in alerts(webhook), within=10)
+        assert spans(sidecar) == []
+        assert metric(sidecar, "agents_watchdog_processes", state="dead") == 0
+    sequence = alerts(webhook)
+    assert sequence.index(("AgentSpanHung", "firing")) < sequence.index(
+        ("AgentSpanHung", "resolved")
+    )
+    assert ("AgentSpansOrphaned", "firing") in sequence
+    resolved = next(
+        p
+        for p in webhook.bodies()
+        if p["status"] == "resolved" and p["alerts"][0]["labels"]["alertname"] == "AgentSpanHung"
+    )
+    assert resolved["alerts"][0]["annotations"]["resolution"] == "its process died"
+
+
+def test_a_stopped_process_is_unresponsive_until_it_continues(
+    sidecar_factory: Factory, app: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
+        process = app(sidecar.url)
+        wait_until(lambda: spans(sidecar, state="hung"))
+        process.send_signal(signal.SIGSTOP)
+        try:
+            assert sidecar.wait_for("process_unresponsive", timeout=15) is not None
+            assert metric(sidecar, "agents_watchdog_processes", state="unresponsive") == 1
+            wait_until(lambda: ("AgentProcessUnresponsive", "firing") in alerts(webhook))
+            assert spans(sidecar, state="hung")  # a stopped process is not a dead one
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert sidecar.wait_for("process_responsive", timeout=15) is not None
+        wait_until(lambda: ("AgentProcessUnresponsive", "resolved") in alerts(webhook))
+        assert not [e for e in sidecar.logs if e.get("event") == "process_died"]
