@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,9 +30,13 @@ TOOLS = Path(__file__).resolve().parent.parent / ".tools" / "usr" / "bin"
 def need_tool(name: str, why: str) -> str:
     """Path of a system tool (on PATH or unpacked by ``make tools`` into .tools/);
     skips locally when missing, fails under CI=true."""
-    path = shutil.which(name) or shutil.which(name, path=str(TOOLS))
+    path = (
+        shutil.which(name)
+        or shutil.which(name, path=str(TOOLS))
+        or shutil.which(name, path=str(Path(sys.executable).parent))  # pip-installed tools
+    )
     if path is None:
-        message = f"{name} not installed ({why}); `make tools` unpacks it"
+        message = f"{name} not installed ({why}); `make tools` or the dev extras provide it"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -1,4 +1,5 @@
-"""In the app: carry out the sidecar's commands — cancel the task that owns a hung span.
+"""In the app: carry out the sidecar's commands — cancel the task that owns a hung span,
+or capture where it is stuck.
 
 Cancelling happens on the task's own event loop (``call_soon_threadsafe``): asyncio
 objects are not thread-safe, and the sender thread is not the loop's thread.
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import linecache
+import sys
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from watchdog.protocol import Command, CommandResult
+from watchdog.protocol import MAX_STACK_LENGTH, Command, CommandResult
 
 __all__ = ["RunAborted", "abortable", "execute"]
 
@@ -67,18 +70,148 @@ async def abortable() -> AsyncIterator[None]:
         raise RunAborted(reason) from None
 
 
-def _task_of(open_spans: dict[Any, tuple[float, int, Any]], span_id: str) -> tuple[Any, Any]:
-    """(span object, its task) for ``span_id`` among the open spans, or (None, None)."""
-    for obj, (_, _, task) in open_spans.copy().items():
+def _find(
+    open_spans: dict[Any, tuple[float, int, Any]], span_id: str
+) -> tuple[Any, tuple[float, int, Any]] | None:
+    """(span object, what the hot path recorded) for ``span_id``, or None."""
+    for obj, info in open_spans.copy().items():
         key = obj.span_id if hasattr(obj, "span_data") else obj.trace_id
         if key == span_id:
-            return obj, task
-    return None, None
+            return obj, info
+    return None
+
+
+def _task_of(open_spans: dict[Any, tuple[float, int, Any]], span_id: str) -> tuple[Any, Any]:
+    """(span object, its task) for ``span_id`` among the open spans, or (None, None)."""
+    found = _find(open_spans, span_id)
+    return (None, None) if found is None else (found[0], found[1][2])
+
+
+_MAX_FRAMES = 40
+
+
+def _format_frames(frames: list[Any]) -> list[str]:
+    lines = []
+    for frame in frames[-_MAX_FRAMES:]:
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
+        source = linecache.getline(code.co_filename, frame.f_lineno).strip()
+        if source:
+            lines.append(f"    {source}")
+    if len(frames) > _MAX_FRAMES:
+        lines.insert(0, f"  ... {len(frames) - _MAX_FRAMES} outer frames omitted")
+    return lines
+
+
+def _awaited(awaitable: Any) -> list[Any]:
+    """What ``awaitable`` is waiting on: the next coroutine, or the tasks behind a future."""
+    for attribute in ("cr_await", "gi_yieldfrom", "ag_await"):
+        inner = getattr(awaitable, attribute, None)
+        if inner is not None:
+            return [inner]
+    if isinstance(awaitable, asyncio.Task):
+        return [awaitable.get_coro()]
+    if isinstance(awaitable, asyncio.Future):
+        children = getattr(awaitable, "_children", None)  # asyncio.gather
+        if children:
+            return list(children)
+        # asyncio.shield (and the like): the inner task hides in a done-callback's closure.
+        tasks = []
+        for callback in getattr(awaitable, "_callbacks", None) or ():
+            function = callback[0] if isinstance(callback, tuple) else callback
+            for cell in getattr(function, "__closure__", None) or ():
+                with contextlib.suppress(ValueError):
+                    value = cell.cell_contents
+                    if isinstance(value, asyncio.Task) and value is not awaitable:
+                        tasks.append(value)
+        return tasks
+    return []
+
+
+def task_stack(task: Any) -> list[str]:
+    """Where a task waits: its chain of awaiting coroutines, outermost first, followed
+    into the tasks it awaits (``gather``, ``shield``, a task awaited directly).
+
+    ``Task.get_stack()`` stops at the task's own coroutine; following ``cr_await``
+    reaches the coroutine that is actually waiting (an HTTP read, a sleep, a lock).
+    """
+    lines: list[str] = []
+    pending: list[tuple[Any, str | None]] = [(task, None)]
+    seen: set[int] = set()
+    steps = 0
+    while pending and steps < 400:
+        awaitable, header = pending.pop(0)
+        owner: Any = None
+        frames = []
+        while awaitable is not None and id(awaitable) not in seen and steps < 400:
+            steps += 1
+            seen.add(id(awaitable))
+            frame = (
+                getattr(awaitable, "cr_frame", None)
+                or getattr(awaitable, "gi_frame", None)
+                or getattr(awaitable, "ag_frame", None)
+            )
+            if frame is not None:
+                frames.append(frame)
+            following = _awaited(awaitable)
+            if isinstance(awaitable, asyncio.Task):
+                owner = awaitable
+            elif following and not hasattr(following[0], "cr_frame") and owner is not None:
+                # A coroutine awaiting a future holds an opaque iterator; the task knows
+                # the future it waits on.
+                waiter = getattr(owner, "_fut_waiter", None)
+                following = [waiter] if waiter is not None else []
+            if len(following) == 1 and not isinstance(following[0], asyncio.Future):
+                awaitable = following[0]
+                continue
+            for nxt in following:
+                name = nxt.get_name() if isinstance(nxt, asyncio.Task) else type(nxt).__name__
+                pending.append((nxt, f"  -> awaiting {name!r}:"))
+            awaitable = None
+        if header is not None and frames:
+            lines.append(header)
+        lines.extend(_format_frames(frames))
+    return lines
+
+
+def thread_stack(thread_id: int) -> list[str]:
+    """What the thread is executing right now, innermost last."""
+    frame = sys._current_frames().get(thread_id)
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()
+    return _format_frames(frames)
+
+
+def capture(obj: Any, info: tuple[float, int, Any]) -> str:
+    """The stacks of the span's task (if any) and of the thread that opened it."""
+    _, thread_id, task = info
+    parts = []
+    if task is not None and not task.done():
+        parts.append(f"Task {task.get_name()!r} (awaiting, outermost first):")
+        parts.extend(
+            task_stack(task) or ["  (no frames: the task is not suspended in a coroutine)"]
+        )
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts.append(f"Thread {names.get(thread_id, thread_id)!r} (now, most recent call last):")
+    parts.extend(thread_stack(thread_id) or ["  (the thread has ended)"])
+    text = "\n".join(parts)
+    if len(text) > MAX_STACK_LENGTH:
+        text = text[: MAX_STACK_LENGTH - 20] + "\n  ... (truncated)"
+    return text
 
 
 def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> CommandResult:
     """Carry out one command; never raises."""
     try:
+        if command.action == "stacks":
+            found = _find(open_spans, command.span_id)
+            if found is None:
+                return CommandResult(command.id, False, "span is no longer open")
+            stack = capture(*found)
+            return CommandResult(command.id, True, "stacks captured in-process", stack=stack)
         if command.action not in ("cancel", "cancel_trace"):
             return CommandResult(command.id, False, f"unknown action {command.action!r}")
         obj, task = _task_of(open_spans, command.span_id)

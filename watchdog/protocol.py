@@ -27,6 +27,7 @@ from msgspec import Meta
 __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_STACK_LENGTH",
     "PROTOCOL_VERSION",
     "Batch",
     "Command",
@@ -46,6 +47,7 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 MAX_ID_LENGTH: Final = 128
 MAX_NAME_LENGTH: Final = 256
+MAX_STACK_LENGTH: Final = 32_768
 
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Name = Annotated[str, Meta(max_length=MAX_NAME_LENGTH)]
@@ -115,6 +117,7 @@ class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: Count
     ok: bool
     detail: Annotated[str, Meta(max_length=1000)]
+    stack: Annotated[str, Meta(max_length=MAX_STACK_LENGTH)] | None = None
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -139,7 +142,8 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
 
 class Command(msgspec.Struct):
     """Work for the processor. ``cancel``: cancel the asyncio task that opened span
-    ``span_id``. ``cancel_trace``: cancel the task that runs the trace ``span_id``."""
+    ``span_id``. ``cancel_trace``: cancel the task that runs the trace ``span_id``.
+    ``stacks``: capture the stacks of the span's task and thread."""
 
     id: int
     action: str

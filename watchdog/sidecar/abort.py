@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import signal
 import time
@@ -27,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from watchdog.protocol import Command, CommandResult
+from watchdog.protocol import CommandResult
+from watchdog.sidecar.commands import CommandQueue
 from watchdog.sidecar.config import AbortConfig
 from watchdog.sidecar.identity import is_alive, send_signal
 from watchdog.sidecar.logs import log_event
@@ -67,16 +67,15 @@ class AbortLadder(RegistryListener):
         outcomes: Counter[tuple[str, str]],
         report: StepReport,
         registry: Registry | None = None,
+        commands: CommandQueue | None = None,
     ) -> None:
         self.config = config
+        self.commands = commands or CommandQueue()
         self.registry = registry
         self._signals: dict[str, deque[float]] = {}
         self.outcomes = outcomes
         self.report = report
         self.ladders: dict[str, _Ladder] = {}
-        self._commands: dict[str, list[Command]] = {}
-        self._issued: dict[int, tuple[str, str]] = {}  # command id -> (span key, step)
-        self._ids = itertools.count(1)
 
     # -- registry events --------------------------------------------------------------
 
@@ -105,29 +104,20 @@ class AbortLadder(RegistryListener):
         )
         return steps
 
-    def take_commands(self, instance_id: str) -> list[Command]:
-        """Commands waiting for this process (handed over with the reply)."""
-        return self._commands.pop(instance_id, [])
-
-    def results(self, instance_id: str, results: list[CommandResult]) -> None:
-        """The app's answers to earlier commands."""
-        for result in results:
-            issued = self._issued.pop(result.id, None)
-            if issued is None:
-                continue
-            key, step = issued
-            ladder = self.ladders.get(key)
-            outcome = "delivered" if result.ok else "refused"
-            log_event(
-                logging.WARNING if not result.ok else logging.INFO,
-                "abort_step_result",
-                step=step,
-                outcome=outcome,
-                detail=result.detail,
-                instance_id=instance_id,
-            )
-            if ladder is not None:
-                self.report(ladder.span, step, outcome, result.detail)
+    def _result(self, key: str, step: str, instance_id: str, result: CommandResult) -> None:
+        """The app's answer to one of this ladder's commands."""
+        outcome = "delivered" if result.ok else "refused"
+        log_event(
+            logging.WARNING if not result.ok else logging.INFO,
+            "abort_step_result",
+            step=step,
+            outcome=outcome,
+            detail=result.detail,
+            instance_id=instance_id,
+        )
+        ladder = self.ladders.get(key)
+        if ladder is not None:
+            self.report(ladder.span, step, outcome, result.detail)
 
     async def stop(self) -> None:
         """Cancel every running ladder (sidecar shutdown)."""
@@ -237,17 +227,16 @@ class AbortLadder(RegistryListener):
         return True
 
     def _send(self, span: OpenSpan, step: str, by: str) -> None:
-        ident = next(self._ids)
         target = span.span_id if step == "cancel" else span.trace_id
         action = "cancel" if step == "cancel" else "cancel_trace"
         reason = (
             f"agents-watchdog: {span.kind} span {span.span_id} hung "
             f"({span.reason}); {step} requested by {by}"
         )
-        self._commands.setdefault(span.process.info.instance_id, []).append(
-            Command(id=ident, action=action, span_id=target, reason=reason)
+        key, instance = span.key, span.process.info.instance_id
+        self.commands.issue(
+            instance, action, target, reason, lambda r: self._result(key, step, instance, r)
         )
-        self._issued[ident] = (span.key, step)
         self._step(span, step, "requested", f"requested by {by}")
 
     def _step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:

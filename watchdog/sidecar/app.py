@@ -25,6 +25,7 @@ from starlette.routing import Route
 from watchdog.protocol import PROTOCOL_VERSION, Reply, UnsupportedVersion, decode_batch, encode
 from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
+from watchdog.sidecar.commands import CommandQueue
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
 from watchdog.sidecar.identity import is_alive, verify_credentials, verify_peer
@@ -33,6 +34,7 @@ from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
 from watchdog.sidecar.registry import Fanout, OpenSpan, Registry
 from watchdog.sidecar.sinks import Dispatcher, build_sink
+from watchdog.sidecar.stacks import StackCollector
 
 __all__ = ["Sidecar", "version"]
 
@@ -158,12 +160,23 @@ class Sidecar:
             continued=self.incidents.continued,
         )
         self.abort_outcomes: Counter[tuple[str, str]] = Counter()
-        self.ladder = AbortLadder(config.abort, self.abort_outcomes, self._abort_step)
+        self.commands = CommandQueue()
+        self.ladder = AbortLadder(
+            config.abort, self.abort_outcomes, self._abort_step, commands=self.commands
+        )
         self._background: set[asyncio.Task[None]] = set()
+        self.stacks = StackCollector(self.commands, self._stack_captured)
         self.registry = Registry(
             config.thresholds,
             listener=Fanout(
-                [self.span_stats, SpanLog(), self.incidents, self.alerts, self.ladder],
+                [
+                    self.span_stats,
+                    SpanLog(),
+                    self.incidents,
+                    self.alerts,
+                    self.stacks,
+                    self.ladder,
+                ],
                 self._listener_failed,
             ),
             clock=clock,
@@ -186,6 +199,10 @@ class Sidecar:
         self._rejections_logged: dict[str, float] = {}
         token = config.server.token
         self._token = token.encode() if token else None
+
+    def _stack_captured(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
+        self.incidents.stack_captured(span, source, stack, note)
+        self.alerts.annotate(span.key, "stack", stack or f"none: {note}")
 
     def _abort_step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
         self.incidents.abort_step(span, step, outcome, detail)
@@ -223,6 +240,7 @@ class Sidecar:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.ladder.stop()
+            await self.stacks.stop()
             await self.dispatcher.stop()
             await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
@@ -355,6 +373,9 @@ class Sidecar:
                 ) from None
         except RequestRejected as exc:
             return self._rejected(exc, request)
+        if batch.results:
+            # Before the events: a cancel's result precedes the span end it caused.
+            self.commands.deliver(batch.results)
         try:
             wants_resync = self.registry.apply(batch)
         except Exception:
@@ -373,13 +394,11 @@ class Sidecar:
         if process is not None and not process.verified and process.verify_attempts < 3:
             process.verify_attempts += 1
             self._spawn(self._verify(process, request))
-        if batch.results:
-            self.ladder.results(instance, batch.results)
         reply = Reply(
             v=PROTOCOL_VERSION,
             sidecar_id=self.sidecar_id,
             resync=wants_resync,
-            commands=self.ladder.take_commands(instance),
+            commands=self.commands.take(instance),
         )
         return Response(encode(reply), media_type="application/json")
 
@@ -437,6 +456,8 @@ class Sidecar:
             else iso(wall_now - (now - span.flagged_at)),
             "thread_id": span.thread_id,
             "task_id": span.task_id,
+            "stack": span.stack,
+            "stack_source": span.stack_source,
         }
 
     async def list_spans(self, request: Request) -> Response:

@@ -417,6 +417,20 @@ class IncidentLog(RegistryListener):
 
         self.store.write(record)
 
+    def stack_captured(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
+        """Record the stacks (or why there are none) in the span's incident."""
+        row = self.current.get(span.key)
+        if row is None:
+            return
+        at = self.wall()
+        entry = {"source": source, "note": note, "stack": stack}
+
+        def record(db: sqlite3.Connection) -> None:
+            if row.get("id") is not None:
+                _event(db, row["id"], at, "stacks", entry)
+
+        self.store.write(record)
+
     def alert_delivered(self, sink: str, alert: Alert, outcome: str, detail: str) -> None:
         """Record one alert delivery (or failure) in the incident's timeline."""
         row = self.current.get(alert.key)

@@ -53,6 +53,8 @@ class OpenSpan:
         "reason",
         "severity",
         "span_id",
+        "stack",
+        "stack_source",
         "started",
         "state",
         "task_id",
@@ -85,6 +87,9 @@ class OpenSpan:
         self.flagged_at: float | None = None
         # The deadline of this span's one live heap entry; None when it has none.
         self.deadline: float | None = None
+        # Where it is stuck, once captured (see stacks.py): the text and where from.
+        self.stack: str | None = None
+        self.stack_source: str | None = None
 
     @property
     def key(self) -> str:
