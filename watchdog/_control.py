@@ -17,10 +17,12 @@ import contextlib
 import linecache
 import sys
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from watchdog.protocol import MAX_STACK_LENGTH, Command, CommandResult
+from watchdog.protocol import MAX_STACK_LENGTH, Command, CommandResult, LoopReport
 
 __all__ = ["RunAborted", "abortable", "execute"]
 
@@ -183,6 +185,57 @@ def thread_stack(thread_id: int) -> list[str]:
         frame = frame.f_back
     frames.reverse()
     return _format_frames(frames)
+
+
+class LoopProbes:
+    """Measures how late each event loop that ran spans runs a callback.
+
+    Every heartbeat, the sender thread schedules a probe on each loop
+    (``call_soon_threadsafe``); the probe notes when it ran. A loop whose probe has not
+    run yet is blocked for as long as the probe has waited — and the stack of its
+    thread then shows the line of sync code that blocks it.
+    """
+
+    def __init__(self, blocked_after: float = 1.0) -> None:
+        self.blocked_after = blocked_after
+        # loop -> (thread id, time the pending probe was scheduled or None, last lag)
+        self._loops: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+    def saw(self, task: Any, thread_id: int) -> None:
+        """Remember the loop of a task that opened a span (sender thread only)."""
+        loop = task.get_loop()
+        if loop not in self._loops:
+            self._loops[loop] = [thread_id, None, 0.0]
+
+    def report(self, now: float) -> list[LoopReport]:
+        """Lag of every known loop, then schedule the next probes."""
+        reports = []
+        for loop, state in list(self._loops.items()):
+            thread_id, scheduled, lag = state
+            if loop.is_closed():
+                del self._loops[loop]
+                continue
+            if scheduled is not None:
+                lag = now - scheduled  # still waiting: blocked at least this long
+            stack = None
+            if lag >= self.blocked_after:
+                stack = "\n".join(
+                    [f"Thread {thread_id} (event loop blocked, most recent call last):"]
+                    + (thread_stack(thread_id) or ["  (the thread has ended)"])
+                )[:MAX_STACK_LENGTH]
+            reports.append(LoopReport(thread_id=thread_id, lag=round(lag, 6), stack=stack))
+            if scheduled is None:
+                state[1] = now
+                try:
+                    loop.call_soon_threadsafe(self._ran, state, now)
+                except RuntimeError:  # closed meanwhile
+                    del self._loops[loop]
+        return reports
+
+    @staticmethod
+    def _ran(state: list[Any], scheduled: float) -> None:
+        state[2] = time.monotonic() - scheduled
+        state[1] = None
 
 
 def capture(obj: Any, info: tuple[float, int, Any]) -> str:

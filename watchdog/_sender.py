@@ -38,7 +38,7 @@ import msgspec
 import psutil
 from agents.tracing import Span
 
-from watchdog._control import execute
+from watchdog._control import LoopProbes, execute
 from watchdog.protocol import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
@@ -190,6 +190,7 @@ class Sender:
         self._dropped_seen = 0
         self._pending: list[Event] = []
         self._results: list[CommandResult] = []
+        self._probes = LoopProbes()
         self._lost = 0
         self._seq = 0
         self._need_resync = True
@@ -350,7 +351,10 @@ class Sender:
                 break
             try:
                 if item[0] is START:
-                    pending.append(describe_start(item[1], item[2]))
+                    info = item[2]
+                    pending.append(describe_start(item[1], info))
+                    if info[2] is not None:
+                        self._probes.saw(info[2], info[1])
                 else:
                     _, obj, ended = item
                     error = getattr(obj, "error", None) is not None
@@ -417,6 +421,7 @@ class Sender:
                 open_spans=len(self._open),
                 dropped_events=self._dropped() + self._lost,
                 wall_minus_mono=time.time() - now,
+                loops=self._probes.report(now),
             ),
             events=events,
             resync=self._snapshot() if resync else None,

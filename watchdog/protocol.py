@@ -34,6 +34,7 @@ __all__ = [
     "CommandResult",
     "Event",
     "Heartbeat",
+    "LoopReport",
     "ProcessInfo",
     "Reply",
     "SpanEnd",
@@ -101,6 +102,15 @@ class ProcessInfo(msgspec.Struct, forbid_unknown_fields=True):
     watchdog_version: Short = ""
 
 
+class LoopReport(msgspec.Struct, forbid_unknown_fields=True):
+    """One event loop that ran spans: how late its last probe ran (``lag``, seconds), on
+    which thread, and — while it is blocked — that thread's stack."""
+
+    thread_id: Count
+    lag: Annotated[float, Meta(ge=0.0, le=1e9)]
+    stack: Annotated[str, Meta(max_length=MAX_STACK_LENGTH)] | None = None
+
+
 class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     """Liveness and health of the processor, sent with every batch."""
 
@@ -108,6 +118,7 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     open_spans: Count
     dropped_events: Count
     wall_minus_mono: Annotated[float, Meta(ge=-1e12, le=1e12)]
+    loops: Annotated[list[LoopReport], Meta(max_length=1000)] = []
 
 
 class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):

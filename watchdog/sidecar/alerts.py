@@ -30,6 +30,7 @@ __all__ = [
 SPAN_HUNG: Final = "AgentSpanHung"
 PROCESS_UNRESPONSIVE: Final = "AgentProcessUnresponsive"
 SPANS_ORPHANED: Final = "AgentSpansOrphaned"
+LOOP_BLOCKED: Final = "AgentEventLoopBlocked"
 # Alertmanager's "no end time": an alert that is still firing.
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 
@@ -155,11 +156,38 @@ class AlertBook(RegistryListener):
         """The span's process died: its hung alert resolves (the orphan alert takes over)."""
         self._resolve(span, "its process died")
 
+    def loop_changed(
+        self, process: ProcessRecord, thread_id: int, lag: float, stack: str | None, blocked: bool
+    ) -> None:
+        """Fire or resolve ``AgentEventLoopBlocked`` for one loop of a process."""
+        info = process.info
+        suffix = f"/{thread_id}"
+        if not blocked:
+            self._resolve_key(f"{LOOP_BLOCKED}/{info.instance_id}{suffix}", "the loop caught up")
+            return
+        self._process_alert(
+            LOOP_BLOCKED,
+            process,
+            f"{info.service}: an event loop in pid {info.pid} is blocked",
+            f"The event loop on thread {thread_id} of pid {info.pid} ({info.service!r} on "
+            f"{info.host}) has not run a callback for {_duration(lag)}: sync code is "
+            "blocking it (time.sleep, a blocking client, a sync ORM call in async code). "
+            "Every task on that loop is stuck meanwhile.",
+            suffix=suffix,
+            extra={"thread_id": str(thread_id), "stack": stack or "not captured"},
+        )
+
     def _process_alert(
-        self, alertname: str, process: ProcessRecord, summary: str, description: str
+        self,
+        alertname: str,
+        process: ProcessRecord,
+        summary: str,
+        description: str,
+        suffix: str = "",
+        extra: dict[str, str] | None = None,
     ) -> None:
         info = process.info
-        key = f"{alertname}/{info.instance_id}"
+        key = f"{alertname}/{info.instance_id}{suffix}"
         if key in self.active:
             return
         alert = Alert(
@@ -175,6 +203,7 @@ class AlertBook(RegistryListener):
                 "summary": summary,
                 "description": description,
                 "instance_id": info.instance_id,
+                **(extra or {}),
             },
             starts_at=self.wall(),
             generator_url=f"{self.external_url()}/?process={info.instance_id}",

@@ -31,6 +31,7 @@ from watchdog.sidecar.detector import Detector
 from watchdog.sidecar.identity import is_alive, verify_credentials, verify_peer
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.logs import SpanLog, log_event
+from watchdog.sidecar.loops import LoopWatch
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
 from watchdog.sidecar.registry import Fanout, OpenSpan, Registry
 from watchdog.sidecar.sinks import Dispatcher, build_sink
@@ -166,6 +167,7 @@ class Sidecar:
         )
         self._background: set[asyncio.Task[None]] = set()
         self.stacks = StackCollector(self.commands, self._stack_captured)
+        self.loop_watch = LoopWatch(config.processes.loop_blocked_after, self.alerts.loop_changed)
         self.registry = Registry(
             config.thresholds,
             listener=Fanout(
@@ -176,6 +178,7 @@ class Sidecar:
                     self.alerts,
                     self.stacks,
                     self.ladder,
+                    self.loop_watch,
                 ],
                 self._listener_failed,
             ),
@@ -391,6 +394,8 @@ class Sidecar:
             self.detector.poke()
         instance = batch.process.instance_id
         process = self.registry.processes.get(instance)
+        if process is not None:
+            self.loop_watch.check(process)
         if process is not None and not process.verified and process.verify_attempts < 3:
             process.verify_attempts += 1
             self._spawn(self._verify(process, request))

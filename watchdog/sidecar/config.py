@@ -211,6 +211,7 @@ class ProcessConfig:
 
     unresponsive_after: float = 5.0  # heartbeat intervals
     orphan_retention: float = 300.0  # seconds a dead process's orphans stay listed
+    loop_blocked_after: float = 1.0  # seconds an event loop may lag before it is blocked
 
 
 @dataclass(frozen=True)
@@ -463,7 +464,9 @@ def load_config(
 
 
 def _processes(raw: Mapping[str, object]) -> ProcessConfig:
-    _reject_unknown("processes", raw, {"unresponsive_after", "orphan_retention"})
+    _reject_unknown(
+        "processes", raw, {"unresponsive_after", "orphan_retention", "loop_blocked_after"}
+    )
     d = ProcessConfig()
     return ProcessConfig(
         unresponsive_after=_seconds(
@@ -471,6 +474,9 @@ def _processes(raw: Mapping[str, object]) -> ProcessConfig:
         ),
         orphan_retention=_seconds(
             "processes.orphan_retention", raw.get("orphan_retention", d.orphan_retention)
+        ),
+        loop_blocked_after=_seconds(
+            "processes.loop_blocked_after", raw.get("loop_blocked_after", d.loop_blocked_after)
         ),
     )
 

@@ -121,8 +121,11 @@ class WatchdogCollector(Collector):
         hung_count: Counter[tuple[str, str]] = Counter()
         oldest_start: dict[tuple[str, str], float] = {}
         processes: Counter[str] = Counter()
+        lag: dict[str, float] = {}
         for process in self.registry.processes.values():
             processes[process.status] += 1
+            for report in process.loops:
+                lag[process.service] = max(lag.get(process.service, 0.0), report.lag)
             service = process.service
             for kind, spans in process.spans_by_kind.items():
                 key = (service, kind)
@@ -212,6 +215,15 @@ class WatchdogCollector(Collector):
         for key, value in sorted(self.abort_outcomes.items()):
             aborts.add_metric(list(key), value)
         yield aborts
+
+        loop_lag = GaugeMetricFamily(
+            PREFIX + "loop_lag_seconds",
+            "How late the most delayed event loop that ran spans runs a callback.",
+            labels=["service"],
+        )
+        for service, worst in sorted(lag.items()):
+            loop_lag.add_metric([service], worst)
+        yield loop_lag
 
         info = GaugeMetricFamily(
             PREFIX + "build_info", "Version of the sidecar; always 1.", labels=["version", "python"]

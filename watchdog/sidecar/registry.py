@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
 
-from watchdog.protocol import Batch, Heartbeat, ProcessInfo, SpanEnd, SpanStart
+from watchdog.protocol import Batch, Heartbeat, LoopReport, ProcessInfo, SpanEnd, SpanStart
 from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
 
 __all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
@@ -130,6 +130,7 @@ class ProcessRecord:
         "info",
         "died_at",
         "last_seen",
+        "loops",
         "offset",
         "orphans",
         "status",
@@ -159,6 +160,7 @@ class ProcessRecord:
         # Whether the claimed pid was proven to own the connection (see identity.py);
         # None until checked. Only verified processes are ever signalled.
         self.status: ProcessState = "live"
+        self.loops: list[LoopReport] = []
         self.died_at: float | None = None
         # Spans left open by a process that died: no longer watched, kept for a while.
         self.orphans: list[OpenSpan] = []
@@ -185,6 +187,7 @@ class ProcessRecord:
         self.wall_minus_mono = heartbeat.wall_minus_mono
         self.open_reported = heartbeat.open_spans
         self.dropped_events = heartbeat.dropped_events
+        self.loops = heartbeat.loops
 
     def wall_time(self, local: float) -> float:
         """Convert a sidecar-monotonic time into the app's wall-clock seconds."""

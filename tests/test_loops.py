@@ -1,0 +1,60 @@
+"""A blocked event loop: measured in the app, flagged by the sidecar with the line of
+sync code that blocks it, resolved when the loop catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from agents import custom_span, trace
+
+from tests.conftest import metric
+from tests.receivers import Receiver
+from watchdog.processor import WatchdogProcessor
+from watchdog.sidecar.launcher import SidecarProcess
+
+Factory = Callable[..., SidecarProcess]
+Watch = Callable[..., WatchdogProcessor]
+
+
+def test_sync_code_in_async_code_is_a_blocked_loop_with_its_line(
+    sidecar_factory: Factory, watch: Watch
+) -> None:
+    release, done = threading.Event(), threading.Event()
+
+    async def handler() -> None:
+        with trace("request"), custom_span("handler"):
+            await asyncio.sleep(0.5)  # the loop is probed while it is healthy
+            release.wait(30)  # sync code in async code: blocks the whole loop
+            await asyncio.to_thread(done.wait, 30)  # then the loop runs freely again
+
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            "[thresholds]\ncustom = 60\n[processes]\nloop_blocked_after = 1.0\n"
+            f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        watch(sidecar.url, service="api")
+        app = threading.Thread(target=asyncio.run, args=(handler(),), name="api-loop")
+        app.start()
+        try:
+            blocked = sidecar.wait_for("event_loop_blocked", timeout=10)
+            assert blocked is not None and blocked["lag_seconds"] >= 1.0
+            assert "release.wait(30)" in blocked["stack"]
+            assert "in handler" in blocked["stack"]
+            lag = metric(sidecar, "agents_watchdog_loop_lag_seconds", service="api")
+            assert lag is not None and lag >= 1.0
+            firing = webhook.wait_for(lambda b: len(b) == 1)[0]["alerts"][0]
+            assert firing["labels"]["alertname"] == "AgentEventLoopBlocked"
+            assert "release.wait(30)" in firing["annotations"]["stack"]
+            release.set()
+            # The loop catches up: the next probe runs on time.
+            unblocked = sidecar.wait_for("event_loop_unblocked", timeout=10)
+            assert unblocked is not None and unblocked["lag_seconds"] < 1.0
+        finally:
+            release.set()
+            done.set()
+            app.join(10)
+        resolved = webhook.wait_for(lambda b: len(b) == 2)[1]
+        assert resolved["status"] == "resolved"
+        assert resolved["alerts"][0]["labels"]["alertname"] == "AgentEventLoopBlocked"
