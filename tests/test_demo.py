@@ -30,4 +30,6 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "ladder: terminate    sent       SIGTERM sent to pid" in out
     assert "ladder: terminate    succeeded" in out
     assert "the worker exited with status -15" in out
+    assert "where it is stuck (the span's task, captured in the app):" in out
+    assert "finding: AgentEventLoopBlocked" in out and "in crunch_numbers" in out
     assert "Traceback" not in result.stderr

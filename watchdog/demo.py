@@ -220,6 +220,18 @@ def main() -> int:
                 + ", ".join(f"{k}={entry[k]}" for k in ("event", "kind", "agent", "age_seconds"))
             )
         poll(lambda: "firing" in webhook.statuses(), within=5)
+
+        def stack_of_span() -> str | None:
+            listing = httpx.get(f"{sidecar.url}/v1/spans?state=hung", timeout=5).json()["spans"]
+            found = next((s for s in listing if s["span_id"] == span["span_id"]), None)
+            return found["stack"] if found else None
+
+        stack = poll(stack_of_span, within=5)
+        if stack:
+            say("   where it is stuck (the span's task, captured in the app):")
+            task_part = stack.split("\nThread ")[0].splitlines()
+            for line in task_part[:1] + ["     ..."] + task_part[-6:]:
+                say(f"     {line}")
         say("   /metrics:")
         for line in metric_lines(
             sidecar.url, "agents_watchdog_hung_spans", "agents_watchdog_oldest_open_span_age"
@@ -259,8 +271,8 @@ def main() -> int:
             return 1
     say()
     say(
-        "Demo complete: detection, metrics, alerts, recovery, incident history and the "
-        "abort ladder shown."
+        "Demo complete: detection, stacks, metrics, alerts, recovery, incident history, "
+        "a blocked-loop finding and the abort ladder shown."
     )
     return 0
 
@@ -340,11 +352,26 @@ def abort_ladder(standin: Any) -> bool:
             timeout=5,
             where=lambda e: e.get("pid") == worker.pid and e.get("outcome") == "succeeded",
         )
+        blocked = next(
+            (
+                e
+                for e in sidecar.logs
+                if e.get("event") == "event_loop_blocked" and e.get("pid") == worker.pid
+            ),
+            None,
+        )
+        if blocked is not None:
+            say(
+                f"   finding: AgentEventLoopBlocked, the loop lagging {blocked['lag_seconds']:.1f} s;"
+                " its thread is at:"
+            )
+            for line in (blocked.get("stack") or "").splitlines()[-4:]:
+                say(f"     {line}")
         for entry in sidecar.logs:
             if entry.get("event") == "abort_step" and entry.get("pid") == worker.pid:
                 say(f"   ladder: {entry['step']:<12} {entry['outcome']:<10} {entry['detail']}")
         say(f"   the worker exited with status {status} (-15: ended by SIGTERM)")
-        return cancelled and status == -signal.SIGTERM
+        return cancelled and status == -signal.SIGTERM and blocked is not None
 
 
 def worker(sidecar_url: str, standin_url: str) -> None:
