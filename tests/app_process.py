@@ -6,7 +6,8 @@ Scenarios: ``blocking`` — a tool blocks the event loop with ``time.sleep`` (ca
 cannot work); ``stubborn`` — the same, and SIGTERM is ignored. Both print ``running``
 once the run has started, then never finish on their own. ``cancel`` — two runs at
 once, one whose model call hangs and one healthy; prints ``running``, then one line
-per run (``aborted: …``, ``healthy: …``) and exits 0.
+per run (``aborted: …``, ``healthy: …``) and exits 0. ``quick`` — one short run, then
+a normal exit (the SDK's exit handler shuts the processor down).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
     client = AsyncOpenAI(base_url=f"{standin}/v1", api_key="test", max_retries=0)
     if scenario == "cancel":
         await two_runs(client)
+        await client.close()
+        return
+    if scenario == "quick":
+        quick = Agent(
+            name="Quick",
+            instructions="x",
+            model=OpenAIResponsesModel(model="standin:reply=ok", openai_client=client),
+        )
+        print("running", flush=True)
+        await Runner.run(quick, "Go.")
         await client.close()
         return
     agent = Agent(

@@ -37,13 +37,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def app(standin: StandInServer) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+def app(standin: StandInServer) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(sidecar_url: str) -> subprocess.Popen[str]:
+    def start(sidecar_url: str, scenario: str = "blocking") -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.app_process", "blocking", sidecar_url, standin.url],
+            [sys.executable, "-m", "tests.app_process", scenario, sidecar_url, standin.url],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -68,7 +68,7 @@ def alerts(receiver: Receiver) -> list[tuple[str, str]]:
 
 
 def test_a_killed_process_leaves_orphans_that_alert_then_age_out(
-    sidecar_factory: Factory, app: Callable[[str], subprocess.Popen[str]]
+    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
 ) -> None:
     with Receiver() as webhook:
         sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
@@ -120,12 +120,13 @@ def test_a_killed_process_leaves_orphans_that_alert_then_age_out(
 
 
 def test_a_stopped_process_is_unresponsive_until_it_continues(
-    sidecar_factory: Factory, app: Callable[[str], subprocess.Popen[str]]
+    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
 ) -> None:
     with Receiver() as webhook:
         sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
         process = app(sidecar.url)
         wait_until(lambda: spans(sidecar, state="hung"))
+        before = {s["span_id"] for s in spans(sidecar)}
         process.send_signal(signal.SIGSTOP)
         try:
             assert sidecar.wait_for("process_unresponsive", timeout=15) is not None
@@ -137,3 +138,19 @@ def test_a_stopped_process_is_unresponsive_until_it_continues(
         assert sidecar.wait_for("process_responsive", timeout=15) is not None
         wait_until(lambda: ("AgentProcessUnresponsive", "resolved") in alerts(webhook))
         assert not [e for e in sidecar.logs if e.get("event") == "process_died"]
+        assert {s["span_id"] for s in spans(sidecar)} == before  # nothing lost meanwhile
+
+
+def test_a_clean_exit_is_not_a_death(
+    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
+        process = app(sidecar.url, "quick")
+        assert process.wait(20) == 0
+        left = sidecar.wait_for("process_left", timeout=10)
+        assert left is not None and left["pid"] == process.pid
+        assert metric(sidecar, "agents_watchdog_processes", state="live") == 0
+        assert metric(sidecar, "agents_watchdog_processes", state="dead") == 0
+    assert not [e for e in sidecar.logs if e.get("event") in ("process_died", "span_orphaned")]
+    assert webhook.bodies() == []

@@ -72,10 +72,13 @@ class SenderSettings:
     heartbeat_interval: float
     request_timeout: float
 
+    max_queue: int = 65_536
+
     @property
     def max_pending(self) -> int:
-        """Events kept for delivery while the sidecar is unreachable."""
-        return 10 * self.max_batch
+        """Events kept for delivery while the sidecar is unreachable: at least a whole
+        queue, so that draining a burst never drops what the queue accepted."""
+        return max(10 * self.max_batch, self.max_queue)
 
 
 def _version(distribution: str) -> str:

@@ -95,6 +95,7 @@ class WatchdogProcessor(TracingProcessor):
             flush_interval=flush_interval,
             heartbeat_interval=heartbeat_interval,
             request_timeout=request_timeout,
+            max_queue=max_queue,
         )
         self._max_queue = max_queue
         self._max_open_spans = max_open_spans
