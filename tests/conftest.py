@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-TOOLS = Path(__file__).resolve().parent.parent / ".tools" / "usr" / "bin"
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = REPO / ".tools" / "usr" / "bin"
 
 
 def need_tool(name: str, why: str) -> str:
@@ -128,3 +130,33 @@ def metric(sidecar: SidecarProcess, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+@pytest.fixture
+def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``tests.app_process`` scenarios as real app processes (killed at the end);
+    each call returns once the app printed ``running``."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(scenario: str, sidecar: str, standin: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "running"
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -3,12 +3,9 @@ unresponsive; one that dies leaves orphaned spans, which alert and then age out.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -19,7 +16,6 @@ from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = """
 [thresholds]
 function = 1.5
@@ -36,43 +32,16 @@ orphan_retention = 3
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def app(standin: StandInServer) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(sidecar_url: str, scenario: str = "blocking") -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.app_process", scenario, sidecar_url, standin.url],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        started.append(process)
-        assert process.stdout is not None and process.stdout.readline().strip() == "running"
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
 def alerts(receiver: Receiver) -> list[tuple[str, str]]:
     return [(p["alerts"][0]["labels"]["alertname"], p["status"]) for p in receiver.bodies()]
 
 
 def test_a_killed_process_leaves_orphans_that_alert_then_age_out(
-    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
 ) -> None:
     with Receiver() as webhook:
         sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
-        process = app(sidecar.url)
+        process = apps("blocking", sidecar.url, standin.url)
         hung = wait_until(lambda: spans(sidecar, state="hung"))
         open_before = {s["span_id"] for s in spans(sidecar)}
         process.send_signal(signal.SIGKILL)
@@ -120,11 +89,11 @@ def test_a_killed_process_leaves_orphans_that_alert_then_age_out(
 
 
 def test_a_stopped_process_is_unresponsive_until_it_continues(
-    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
 ) -> None:
     with Receiver() as webhook:
         sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
-        process = app(sidecar.url)
+        process = apps("blocking", sidecar.url, standin.url)
         wait_until(lambda: spans(sidecar, state="hung"))
         before = {s["span_id"] for s in spans(sidecar)}
         process.send_signal(signal.SIGSTOP)
@@ -142,11 +111,11 @@ def test_a_stopped_process_is_unresponsive_until_it_continues(
 
 
 def test_a_clean_exit_is_not_a_death(
-    sidecar_factory: Factory, app: Callable[..., subprocess.Popen[str]]
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
 ) -> None:
     with Receiver() as webhook:
         sidecar = sidecar_factory(CONFIG + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
-        process = app(sidecar.url, "quick")
+        process = apps("quick", sidecar.url, standin.url)
         assert process.wait(20) == 0
         left = sidecar.wait_for("process_left", timeout=10)
         assert left is not None and left["pid"] == process.pid

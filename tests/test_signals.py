@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,6 @@ from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
-REPO = Path(__file__).resolve().parent.parent
 
 KILL_BLOCKING_TOOLS = """
 [thresholds]
@@ -41,34 +39,6 @@ action = "kill"
 """
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(scenario: str, sidecar: str, standin: str) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        started.append(process)
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "running"
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def steps(sidecar: SidecarProcess) -> list[tuple[str, str]]:

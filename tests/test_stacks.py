@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +18,6 @@ from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = """
 [thresholds]
 function = 1.5
@@ -71,22 +67,12 @@ def test_hung_tool_stack_shows_the_awaiting_line(
 
 @pytest.mark.slow
 def test_a_process_that_cannot_answer_is_dumped_by_py_spy(
-    standin: StandInServer, sidecar_factory: Factory
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
 ) -> None:
     need_tool("py-spy", "out-of-process stacks")
     sidecar = sidecar_factory(CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    app = subprocess.Popen(
-        [sys.executable, "-m", "tests.app_process", "blocking", sidecar.url, standin.url],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    app = apps("blocking", sidecar.url, standin.url)
     try:
-        assert app.stdout is not None and app.stdout.readline().strip() == "running"
         wait_until(lambda: [s for s in spans(sidecar) if s["kind"] == "function"])
         app.send_signal(signal.SIGSTOP)  # it can no longer answer anything
         span = wait_until(
@@ -99,7 +85,3 @@ def test_a_process_that_cannot_answer_is_dumped_by_py_spy(
         assert logged is not None and "py-spy" in logged["note"]
     finally:
         app.send_signal(signal.SIGCONT)
-        app.kill()
-        app.wait(10)
-        if app.stdout is not None:
-            app.stdout.close()
