@@ -69,56 +69,48 @@ def span_fields(span: OpenSpan, now: float) -> dict[str, Any]:
     }
 
 
+def _process_fields(process: ProcessRecord) -> dict[str, Any]:
+    info = process.info
+    return {"service": info.service, "host": info.host, "pid": info.pid}
+
+
 class SpanLog(RegistryListener):
     """Logs a line when a span is flagged, resumes, or recovers, and when processes come and go."""
 
     def process_joined(self, process: ProcessRecord, now: float) -> None:
         """Log a new process."""
-        info = process.info
         log_event(
             logging.INFO,
             "process_joined",
-            service=info.service,
-            host=info.host,
-            pid=info.pid,
-            instance_id=info.instance_id,
-            sdk_version=info.sdk_version,
+            **_process_fields(process),
+            instance_id=process.info.instance_id,
+            sdk_version=process.info.sdk_version,
         )
 
     def process_left(self, process: ProcessRecord, now: float) -> None:
         """Log a clean shutdown."""
-        info = process.info
-        log_event(logging.INFO, "process_left", service=info.service, host=info.host, pid=info.pid)
+        log_event(logging.INFO, "process_left", **_process_fields(process))
 
     def process_unresponsive(self, process: ProcessRecord, now: float) -> None:
         """Log a process that stopped reporting."""
-        info = process.info
         log_event(
             logging.WARNING,
             "process_unresponsive",
-            service=info.service,
-            host=info.host,
-            pid=info.pid,
+            **_process_fields(process),
             silent_seconds=round(process.silent_for(now), 3),
             open_spans=len(process.spans),
         )
 
     def process_responsive(self, process: ProcessRecord, now: float) -> None:
         """Log a process that reports again."""
-        info = process.info
-        log_event(
-            logging.INFO, "process_responsive", service=info.service, host=info.host, pid=info.pid
-        )
+        log_event(logging.INFO, "process_responsive", **_process_fields(process))
 
     def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
         """Log a process that is gone."""
-        info = process.info
         log_event(
             logging.ERROR,
             "process_died",
-            service=info.service,
-            host=info.host,
-            pid=info.pid,
+            **_process_fields(process),
             orphaned_spans=len(orphans),
         )
 

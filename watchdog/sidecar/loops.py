@@ -50,28 +50,24 @@ class LoopWatch(RegistryListener):
                 )
                 self.notify(process, report.thread_id, report.lag, report.stack, True)
             elif not blocked and key in self.blocked:
-                self.blocked.discard(key)
-                log_event(
-                    logging.INFO,
-                    "event_loop_unblocked",
-                    service=process.service,
-                    pid=process.info.pid,
-                    thread_id=report.thread_id,
-                    lag_seconds=report.lag,
-                )
-                self.notify(process, report.thread_id, report.lag, None, False)
+                self._unblock(process, report.thread_id, report.lag, "the loop caught up")
         for key in [k for k in self.blocked if k[0] == instance and k not in reported]:
-            self.blocked.discard(key)
-            log_event(
-                logging.INFO,
-                "event_loop_unblocked",
-                service=process.service,
-                pid=process.info.pid,
-                thread_id=key[1],
-                lag_seconds=None,
-                note="the loop was closed",
-            )
-            self.notify(process, key[1], 0.0, None, False)
+            self._unblock(process, key[1], None, "the loop was closed")
+
+    def _unblock(
+        self, process: ProcessRecord, thread_id: int, lag: float | None, note: str
+    ) -> None:
+        self.blocked.discard((process.info.instance_id, thread_id))
+        log_event(
+            logging.INFO,
+            "event_loop_unblocked",
+            service=process.service,
+            pid=process.info.pid,
+            thread_id=thread_id,
+            lag_seconds=lag,
+            note=note,
+        )
+        self.notify(process, thread_id, lag or 0.0, None, False)
 
     def process_left(self, process: ProcessRecord, now: float) -> None:
         """The process left: its loops' findings resolve."""
@@ -85,5 +81,4 @@ class LoopWatch(RegistryListener):
         """Resolve every finding about this process's loops."""
         instance = process.info.instance_id
         for key in [k for k in self.blocked if k[0] == instance]:
-            self.blocked.discard(key)
-            self.notify(process, key[1], 0.0, None, False)
+            self._unblock(process, key[1], None, "the process is gone")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 import platform
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -144,21 +144,19 @@ class WatchdogCollector(Collector):
         yield hung_spans
         yield oldest
 
-        hung_total = CounterMetricFamily(
-            PREFIX + "hung_spans", "Spans flagged as hung since the sidecar started.", labels=labels
+        yield _counter(
+            PREFIX + "hung_spans",
+            "Spans flagged as hung since the sidecar started.",
+            labels,
+            self.span_stats.hung_total,
         )
-        for key, value in sorted(self.span_stats.hung_total.items()):
-            hung_total.add_metric(list(key), value)
-        yield hung_total
 
-        orphaned = CounterMetricFamily(
+        yield _counter(
             PREFIX + "orphaned_spans",
             "Spans left open by a process that died (they can never end).",
-            labels=labels,
+            labels,
+            self.span_stats.orphaned_total,
         )
-        for key, value in sorted(self.span_stats.orphaned_total.items()):
-            orphaned.add_metric(list(key), value)
-        yield orphaned
 
         duration = HistogramMetricFamily(
             PREFIX + "span_duration_seconds",
@@ -174,22 +172,18 @@ class WatchdogCollector(Collector):
             duration.add_metric(list(key), buckets, histogram.total)
         yield duration
 
-        received = CounterMetricFamily(
+        yield _counter(
             PREFIX + "events_received",
             "Span events accepted from apps (starts, ends and resync entries).",
-            labels=["service"],
+            ["service"],
+            self.ingest.received,
         )
-        for service, value in sorted(self.ingest.received.items()):
-            received.add_metric([service], value)
-        yield received
-        rejected = CounterMetricFamily(
+        yield _counter(
             PREFIX + "events_rejected",
             "Requests to the ingest endpoint refused, by reason.",
-            labels=["reason"],
+            ["reason"],
+            self.ingest.rejected,
         )
-        for reason, value in sorted(self.ingest.rejected.items()):
-            rejected.add_metric([reason], value)
-        yield rejected
 
         states = GaugeMetricFamily(
             PREFIX + "processes", "App processes known to the sidecar, by state.", labels=["state"]
@@ -198,23 +192,19 @@ class WatchdogCollector(Collector):
             states.add_metric([state], processes.get(state, 0))
         yield states
 
-        alerts = CounterMetricFamily(
+        yield _counter(
             PREFIX + "alerts_sent",
             "Alert deliveries by sink and outcome: sent, retried, failed (gave up), dropped.",
-            labels=["sink", "outcome"],
+            ["sink", "outcome"],
+            self.alert_outcomes,
         )
-        for key, value in sorted(self.alert_outcomes.items()):
-            alerts.add_metric(list(key), value)
-        yield alerts
 
-        aborts = CounterMetricFamily(
+        yield _counter(
             PREFIX + "aborts",
             "Abort ladder steps by action (cancel, cancel_trace, terminate, kill) and outcome.",
-            labels=["action", "outcome"],
+            ["action", "outcome"],
+            self.abort_outcomes,
         )
-        for key, value in sorted(self.abort_outcomes.items()):
-            aborts.add_metric(list(key), value)
-        yield aborts
 
         loop_lag = GaugeMetricFamily(
             PREFIX + "loop_lag_seconds",
@@ -230,6 +220,16 @@ class WatchdogCollector(Collector):
         )
         info.add_metric([self.version, platform.python_version()], 1)
         yield info
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], counts: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter family from a mapping of label value(s) to count."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, value in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family
 
 
 def _format(edge: float) -> str:
