@@ -29,9 +29,11 @@ tools:  ## system tools some tests use for real (Debian packages unpacked into .
 
 bench: $(STAMP)  ## benchmarks, full mode
 	$(PY) -m bench.processor_overhead
+	$(PY) -m bench.stack_capture
 
 bench-quick: $(STAMP)  ## benchmarks, smoke mode
 	$(PY) -m bench.processor_overhead --quick
+	$(PY) -m bench.stack_capture --quick
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache build dist

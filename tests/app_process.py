@@ -7,7 +7,9 @@ cannot work); ``stubborn`` — the same, and SIGTERM is ignored. Both print ``ru
 once the run has started, then never finish on their own. ``cancel`` — two runs at
 once, one whose model call hangs and one healthy; prints ``running``, then one line
 per run (``aborted: …``, ``healthy: …``) and exits 0. ``quick`` — one short run, then
-a normal exit (the SDK's exit handler shuts the processor down).
+a normal exit (the SDK's exit handler shuts the processor down). ``hang`` — a
+Coordinator asks a Researcher sub-agent (agent as tool) whose model call never returns.
+``sleepy`` — an async tool calls ``time.sleep(30)``, blocking the event loop.
 """
 
 from __future__ import annotations
@@ -29,6 +31,31 @@ async def crunch(topic: str) -> str:
     print("running", flush=True)
     time.sleep(600)  # noqa: ASYNC251 - blocking the loop is the point of this scenario
     return "never"
+
+
+@function_tool
+async def nap(topic: str) -> str:
+    """Take a nap (sync sleep inside async code)."""
+    print("running", flush=True)
+    time.sleep(30)  # noqa: ASYNC251 - the blocked event loop is what the test looks for
+    return "rested"
+
+
+async def hung_model_call(client: AsyncOpenAI) -> None:
+    """A Coordinator whose Researcher sub-agent's model call never returns."""
+
+    def model(script: str) -> OpenAIResponsesModel:
+        return OpenAIResponsesModel(model=script, openai_client=client)
+
+    researcher = Agent(name="Researcher", instructions="x", model=model("standin:hang"))
+    coordinator = Agent(
+        name="Coordinator",
+        instructions="x",
+        model=model("standin:tool=ask_researcher;reply=Briefing"),
+        tools=[researcher.as_tool(tool_name="ask_researcher", tool_description="Ask.")],
+    )
+    print("running", flush=True)
+    await Runner.run(coordinator, "Go.")
 
 
 async def two_runs(client: AsyncOpenAI) -> None:
@@ -73,6 +100,9 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
         await two_runs(client)
         await client.close()
         return
+    if scenario == "hang":
+        await hung_model_call(client)
+        return
     if scenario == "quick":
         quick = Agent(
             name="Quick",
@@ -83,11 +113,14 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
         await Runner.run(quick, "Go.")
         await client.close()
         return
+    tool = nap if scenario == "sleepy" else crunch
     agent = Agent(
         name="Cruncher",
         instructions="Crunch.",
-        model=OpenAIResponsesModel(model="standin:tool=crunch;reply=Done", openai_client=client),
-        tools=[crunch],
+        model=OpenAIResponsesModel(
+            model=f"standin:tool={tool.name};reply=Done", openai_client=client
+        ),
+        tools=[tool],
     )
     async with abortable():
         await Runner.run(agent, "Go.")

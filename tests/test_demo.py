@@ -32,4 +32,5 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "the worker exited with status -15" in out
     assert "where it is stuck (the span's task, captured in the app):" in out
     assert "finding: AgentEventLoopBlocked" in out and "in crunch_numbers" in out
+    assert "learned threshold for tool check_facts: 0.5 s (6 calls" in out
     assert "Traceback" not in result.stderr

@@ -4,15 +4,19 @@ sync code that blocks it, resolved when the loop catches up."""
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import threading
 from collections.abc import Callable
 
+import pytest
 from agents import custom_span, trace
 
-from tests.conftest import metric
+from tests.conftest import metric, spans, wait_until
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
+from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
@@ -58,3 +62,29 @@ def test_sync_code_in_async_code_is_a_blocked_loop_with_its_line(
         resolved = webhook.wait_for(lambda b: len(b) == 2)[1]
         assert resolved["status"] == "resolved"
         assert resolved["alerts"][0]["labels"]["alertname"] == "AgentEventLoopBlocked"
+
+
+@pytest.mark.slow
+def test_time_sleep_in_an_async_tool_of_an_app_process_names_its_line(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            "[thresholds]\nfunction = 60\n[processes]\nloop_blocked_after = 1.0\n"
+            f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        app = apps("sleepy", sidecar.url, standin.url)
+        wait_until(lambda: [s for s in spans(sidecar) if s["kind"] == "function"])
+        firing = webhook.wait_for(lambda bodies: len(bodies) >= 1)[0]["alerts"][0]
+    assert firing["labels"]["alertname"] == "AgentEventLoopBlocked"
+    assert firing["labels"]["pid"] == str(app.pid)
+    stack = firing["annotations"]["stack"]
+    # Most recent call last: the innermost frame is the tool's own line.
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n\s+(.*)', stack)
+    assert frames, stack
+    path, _, function, source = frames[-1]
+    assert (path.endswith("tests/app_process.py"), function, source) == (
+        True,
+        "nap",
+        "time.sleep(30)  # noqa: ASYNC251 - the blocked event loop is what the test looks for",
+    )

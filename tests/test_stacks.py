@@ -12,7 +12,9 @@ import pytest
 from tests.agents_app import AppRun, Gate, agent_with_tool
 from tests.conftest import need_tool, spans, wait_until
 from tests.receivers import Receiver
+from watchdog._control import bounded
 from watchdog.processor import WatchdogProcessor
+from watchdog.protocol import MAX_STACK_LENGTH
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
@@ -85,3 +87,47 @@ def test_a_process_that_cannot_answer_is_dumped_by_py_spy(
         assert logged is not None and "py-spy" in logged["note"]
     finally:
         app.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.slow
+def test_a_hung_model_call_in_an_app_process_alerts_with_its_call_chain(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            CONFIG.replace("response = 60", "response = 1.5")
+            + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        app = apps("hang", sidecar.url, standin.url)
+        firing = webhook.wait_for(lambda bodies: len(bodies) >= 1)[0]["alerts"][0]
+    labels, stack = firing["labels"], firing["annotations"]["stack"]
+    assert (labels["alertname"], labels["kind"], labels["agent"]) == (
+        "AgentSpanHung",
+        "response",
+        "Researcher",
+    )
+    assert labels["pid"] == str(app.pid)
+    # The first message already says where: the awaiting chain from the Coordinator's
+    # tool call down through the sub-agent's run into the OpenAI client's HTTP read.
+    assert stack.startswith("Task "), stack
+    chain = [
+        "in hung_model_call",  # the app's own code, outermost
+        "in _run_agent_impl",  # the Coordinator's tool running the Researcher
+        "(the span's task)",
+        "in run_single_turn",
+        "openai/_base_client.py",
+        "in handle_async_request",  # the HTTP read that never returns
+    ]
+    position = 0
+    for frame in chain:  # each one below the one before
+        position = stack.find(frame, position)
+        assert position >= 0, (frame, stack)
+
+
+def test_a_long_stack_is_cut_in_the_middle_keeping_both_ends() -> None:
+    text = "Task 'outer'\n" + "  File 'x.py', line 1, in f\n" * 5_000 + "    await read()  # stuck"
+    cut = bounded(text)
+    assert len(cut) <= MAX_STACK_LENGTH < len(text)
+    assert cut.startswith("Task 'outer'\n") and cut.endswith("await read()  # stuck")
+    assert "characters omitted" in cut
+    assert bounded("short") == "short"

@@ -176,6 +176,51 @@ def task_stack(task: Any) -> list[str]:
     return lines
 
 
+def _awaiters(future: Any, depth: int = 0) -> list[Any]:
+    """The tasks waiting on ``future``: directly (their wake-up callback is bound to
+    them), or through the outer future of a ``gather`` or ``shield``."""
+    found: list[Any] = []
+    for callback in getattr(future, "_callbacks", None) or ():
+        function = callback[0] if isinstance(callback, tuple) else callback
+        owner = getattr(function, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            found.append(owner)
+            continue
+        for cell in getattr(function, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                value = cell.cell_contents
+                if isinstance(value, asyncio.Future) and value is not future and depth < 4:
+                    found.extend(_awaiters(value, depth + 1))
+    return found
+
+
+def _awaiting_chain(task: Any) -> list[Any]:
+    """The tasks that wait on ``task``, outermost first (one line of descent)."""
+    chain: list[Any] = []
+    current = task
+    while len(chain) < 16:
+        parents = [t for t in _awaiters(current) if t is not task and t not in chain]
+        if not parents:
+            break
+        current = parents[0]
+        chain.append(current)
+    chain.reverse()
+    return chain
+
+
+def _own_frames(task: Any) -> list[Any]:
+    """A task's coroutine frames down to where it awaits another task or a future."""
+    frames: list[Any] = []
+    awaitable = task.get_coro()
+    while awaitable is not None and len(frames) < 200:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return frames
+
+
 def thread_stack(thread_id: int) -> list[str]:
     """What the thread is executing right now, innermost last."""
     frame = sys._current_frames().get(thread_id)
@@ -219,10 +264,12 @@ class LoopProbes:
                 lag = now - scheduled  # still waiting: blocked at least this long
             stack = None
             if lag >= self.blocked_after:
-                stack = "\n".join(
-                    [f"Thread {thread_id} (event loop blocked, most recent call last):"]
-                    + (thread_stack(thread_id) or ["  (the thread has ended)"])
-                )[:MAX_STACK_LENGTH]
+                stack = bounded(
+                    "\n".join(
+                        [f"Thread {thread_id} (event loop blocked, most recent call last):"]
+                        + (thread_stack(thread_id) or ["  (the thread has ended)"])
+                    )
+                )
             reports.append(LoopReport(thread_id=thread_id, lag=round(lag, 6), stack=stack))
             if scheduled is None:
                 state[1] = now
@@ -243,17 +290,40 @@ def capture(obj: Any, info: tuple[float, int, Any]) -> str:
     _, thread_id, task = info
     parts = []
     if task is not None and not task.done():
-        parts.append(f"Task {task.get_name()!r} (awaiting, outermost first):")
+        # Who waits on the span's task says why it runs (a tool call, a sub-agent);
+        # the span's own task then says where it is stuck.
+        chain = _awaiting_chain(task)
+        for index, parent in enumerate(chain):
+            parts.append(
+                f"Task {parent.get_name()!r} (awaiting, outermost first):"
+                if index == 0
+                else f"  -> awaiting {parent.get_name()!r}:"
+            )
+            parts.extend(_format_frames(_own_frames(parent)))
+        parts.append(
+            f"  -> awaiting {task.get_name()!r} (the span's task):"
+            if chain
+            else f"Task {task.get_name()!r} (awaiting, outermost first):"
+        )
         parts.extend(
             task_stack(task) or ["  (no frames: the task is not suspended in a coroutine)"]
         )
     names = {t.ident: t.name for t in threading.enumerate()}
     parts.append(f"Thread {names.get(thread_id, thread_id)!r} (now, most recent call last):")
     parts.extend(thread_stack(thread_id) or ["  (the thread has ended)"])
-    text = "\n".join(parts)
-    if len(text) > MAX_STACK_LENGTH:
-        text = text[: MAX_STACK_LENGTH - 20] + "\n  ... (truncated)"
-    return text
+    return bounded("\n".join(parts))
+
+
+def bounded(text: str, limit: int = MAX_STACK_LENGTH) -> str:
+    """``text`` cut to ``limit`` characters in the middle: the outermost frames say why it
+    runs and the innermost say where it is stuck, so both ends are kept."""
+    if len(text) <= limit:
+        return text
+    marker = "\n  ... ({} characters omitted) ...\n"
+    keep = limit - len(marker.format(len(text)))
+    head = text[: keep // 3]
+    tail = text[len(text) - (keep - len(head)) :]
+    return head + marker.format(len(text) - len(head) - len(tail)) + tail
 
 
 def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> CommandResult:

@@ -41,6 +41,13 @@ trace = 8
 
 [incidents]
 reconcile_seconds = 5
+
+[[rules]]                 # the fact checker's threshold follows its normal durations
+kind = "function"
+name = "check_facts"
+threshold = "auto"
+floor = 0.5
+min_samples = 5
 """
 WEBHOOK_SINK = """
 [[alerts]]
@@ -50,7 +57,9 @@ url = "{url}"
 """
 
 RESEARCHER_SCRIPT = "standin:hang"
-COORDINATOR_SCRIPT = "standin:tool=check_facts;tool=ask_researcher;reply=Here is your briefing."
+COORDINATOR_SCRIPT = (
+    "standin:tool=check_facts*6;tool=ask_researcher;reply=Here is your briefing."
+)
 
 
 def say(text: str = "") -> None:
@@ -252,6 +261,18 @@ def main() -> int:
             f"the app answered: {outcome['output']!r}"
         )
         processor.force_flush()
+        learned = poll(lambda: _learned_row(sidecar.url, "check_facts"), within=5)
+        if not learned:
+            say("FAILED: the fact checker's threshold was not learned.")
+            return 1
+        if learned:
+            detail = learned["learning"]
+            say(
+                f"   learned threshold for tool check_facts: {learned['threshold_seconds']:g} s "
+                f"({detail['samples']} calls, p99 {detail['observed_seconds']:.2f} s x "
+                f"{detail['factor']:g}, held at the {detail['clamped'] or 'computed'} value; "
+                f"GET /v1/thresholds)"
+            )
         still_hung = poll(
             lambda: not httpx.get(f"{sidecar.url}/v1/spans?state=hung", timeout=5).json()["spans"],
             within=5,
@@ -271,8 +292,8 @@ def main() -> int:
             return 1
     say()
     say(
-        "Demo complete: detection, stacks, metrics, alerts, recovery, incident history, "
-        "a blocked-loop finding and the abort ladder shown."
+        "Demo complete: detection, stacks, metrics, alerts, recovery, a learned threshold, "
+        "incident history, a blocked-loop finding and the abort ladder shown."
     )
     return 0
 
@@ -401,6 +422,11 @@ def worker(sidecar_url: str, standin_url: str) -> None:
         await Runner.run(agent, "Crunch Q3.")
 
     asyncio.run(run())
+
+
+def _learned_row(sidecar_url: str, name: str) -> dict[str, Any] | None:
+    rows = httpx.get(f"{sidecar_url}/v1/thresholds", timeout=5).json()["thresholds"]
+    return next((r for r in rows if r["name"] == name and r["source"] == "learned"), None)
 
 
 def _table(incidents: list[dict[str, Any]]) -> list[str]:

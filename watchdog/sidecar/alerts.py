@@ -9,6 +9,7 @@ Alertmanager's webhook format (version 4) and its v2 API, and Slack's blocks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -87,7 +88,11 @@ class AlertBook(RegistryListener):
     external_url: Callable[[], str]
     wall: Callable[[], float] = time.time
     continued: Callable[[str], bool] = lambda key: False
+    # Seconds a hung-span alert waits for its stack before one-shot sinks (webhook,
+    # Slack, log) hear of it; 0: at once. Alertmanager takes updates, so it is told now.
+    stack_wait: float = 0.0
     active: dict[str, Alert] = field(default_factory=dict)
+    _held: dict[str, asyncio.TimerHandle | None] = field(default_factory=dict)
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Fire ``AgentSpanHung`` for ``span`` (once)."""
@@ -136,7 +141,27 @@ class AlertBook(RegistryListener):
             announce=not self.continued(key),
         )
         self.active[key] = alert
+        if self.stack_wait > 0 and alert.announce:
+            # Unannounced, only stateful sinks take it; the stack (or the timer) then
+            # announces it, so the first message an operator reads says where it is stuck.
+            self._held[key] = asyncio.get_running_loop().call_later(
+                self.stack_wait, self._announce, key, "not captured yet; it follows if it comes"
+            )
+            alert = replace(alert, announce=False)
         self.send(alert)
+
+    def _announce(self, key: str, missing_stack: str | None = None) -> None:
+        """Announce a held alert to every sink (with a note if its stack is missing)."""
+        timer = self._held.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        alert = self.active.get(key)
+        if alert is None:
+            return
+        if missing_stack is not None:
+            alert = replace(alert, annotations={**alert.annotations, "stack": missing_stack})
+            self.active[key] = alert
+        self.send(replace(alert, announce=True))
 
     def annotate(self, key: str, name: str, text: str) -> None:
         """Add an annotation to a firing alert (what was done about it). Sinks that
@@ -146,6 +171,9 @@ class AlertBook(RegistryListener):
             return
         updated = replace(alert, annotations={**alert.annotations, name: text}, announce=False)
         self.active[key] = updated
+        if name == "stack" and key in self._held:
+            self._announce(key)
+            return
         self.send(updated)
 
     def span_resumed(self, span: OpenSpan, now: float) -> None:
@@ -264,6 +292,10 @@ class AlertBook(RegistryListener):
         self._resolve_key(span.key, note)
 
     def _resolve_key(self, key: str, note: str) -> None:
+        if key in self._held:
+            # Ended before its stack came: announce it first, so no sink hears of a
+            # resolution for an alert it never saw fire.
+            self._announce(key, "none: the span ended before its stack was captured")
         alert = self.active.pop(key, None)
         if alert is None:
             return

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from watchdog.protocol import PROTOCOL_VERSION, Reply, UnsupportedVersion, decode_batch, encode
+from watchdog.sidecar import learning
 from watchdog.sidecar.abort import AbortLadder, steps_for
 from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.commands import CommandQueue
@@ -30,6 +31,7 @@ from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
 from watchdog.sidecar.identity import is_alive, verify_credentials, verify_peer
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
+from watchdog.sidecar.learning import DurationLearner, threshold_rows
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.loops import LoopWatch
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
@@ -103,6 +105,7 @@ def _incident_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _REJECTION_LOG_INTERVAL: Final = 60.0
+LEARNED_SAVE_INTERVAL: Final = 30.0
 
 
 def version() -> str:
@@ -159,6 +162,7 @@ class Sidecar:
             send=self.dispatcher.send,
             external_url=self._external_url,
             continued=self.incidents.continued,
+            stack_wait=config.alerting.stack_wait,
         )
         self.abort_outcomes: Counter[tuple[str, str]] = Counter()
         self.commands = CommandQueue()
@@ -168,6 +172,7 @@ class Sidecar:
         self._background: set[asyncio.Task[None]] = set()
         self.stacks = StackCollector(self.commands, self._stack_captured)
         self.loop_watch = LoopWatch(config.processes.loop_blocked_after, self.alerts.loop_changed)
+        self.learner = DurationLearner(config.learning)
         self.registry = Registry(
             config.thresholds,
             listener=Fanout(
@@ -183,6 +188,7 @@ class Sidecar:
                 self._listener_failed,
             ),
             clock=clock,
+            learner=self.learner,
         )
         self.ladder.registry = self.registry
         self.detector: Detector | None = None
@@ -225,12 +231,14 @@ class Sidecar:
         """Start the detector with the server; stop it, and go unready, on shutdown."""
         await self.incident_store.open()
         await self.incidents.load_open()
+        await self._restore_learned()
         await self.dispatcher.start()
         self.detector = Detector(self.registry)
         tasks = [
             asyncio.create_task(self.detector.run(), name="agents-watchdog-detector"),
             asyncio.create_task(self._housekeeping(), name="agents-watchdog-housekeeping"),
             asyncio.create_task(self._liveness(), name="agents-watchdog-liveness"),
+            asyncio.create_task(self._save_learned_often(), name="agents-watchdog-learning"),
         ]
         self.ready = True
         try:
@@ -245,6 +253,7 @@ class Sidecar:
             await self.ladder.stop()
             await self.stacks.stop()
             await self.dispatcher.stop()
+            await self._save_learned()
             await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
 
@@ -277,6 +286,34 @@ class Sidecar:
                 if process.status == "live" and silent > settings.unresponsive_after * interval:
                     registry.mark_unresponsive(process, now)
 
+    async def _restore_learned(self) -> None:
+        path = self.config.learning.path
+        try:
+            data = await asyncio.to_thread(learning.load, path)
+            count = 0 if data is None else self.learner.restore(data)
+        except ValueError as exc:
+            # Learning starts afresh; the file stays for inspection until the next save.
+            log_event(logging.ERROR, "learned_thresholds_unreadable", path=path, error=str(exc))
+            return
+        if count:
+            log_event(logging.INFO, "learned_thresholds_restored", path=path, names=count)
+
+    async def _save_learned(self) -> None:
+        if not self.learner.changed:
+            return
+        path = self.config.learning.path
+        try:
+            await asyncio.to_thread(learning.save, path, self.learner.snapshot())
+        except OSError as exc:
+            self.learner.changed = True
+            log_event(logging.ERROR, "learned_thresholds_not_saved", path=path, error=str(exc))
+
+    async def _save_learned_often(self) -> None:
+        """What was learned survives a crash, give or take the last half minute."""
+        while True:
+            await asyncio.sleep(LEARNED_SAVE_INTERVAL)
+            await self._save_learned()
+
     async def _housekeeping(self) -> None:
         """Close incidents that did not come back after a restart; prune hourly."""
         if self.incidents.reconciling:
@@ -294,6 +331,7 @@ class Sidecar:
                 Route("/v1/spans", self.list_spans, methods=["GET"]),
                 Route("/v1/spans/{span_id}/abort", self.abort_span, methods=["POST"]),
                 Route("/v1/incidents", self.list_incidents, methods=["GET"]),
+                Route("/v1/thresholds", self.list_thresholds, methods=["GET"]),
                 Route("/v1/incidents/{ident}", self.get_incident, methods=["GET"]),
                 Route("/metrics", self.metrics_endpoint, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -554,6 +592,17 @@ class Sidecar:
             },
             status_code=202,
         )
+
+    async def list_thresholds(self, request: Request) -> Response:
+        """``GET /v1/thresholds``: the threshold in force for each kind and each kind/name
+        seen, and where it came from (configured, learned, or still learning)."""
+        try:
+            self._authorize(request)
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        rows = threshold_rows(self.config.thresholds, self.learner, self.registry.seen_names())
+        body = {"thresholds": rows}
+        return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def list_incidents(self, request: Request) -> Response:
         """``GET /v1/incidents``: newest first; filters ``service``, ``kind``, ``state``,

@@ -22,8 +22,10 @@ __all__ = [
     "CONTAINER_KINDS",
     "DEFAULT_THRESHOLDS",
     "KINDS",
+    "AutoThreshold",
     "Config",
     "ConfigError",
+    "LearningConfig",
     "Rule",
     "Resolved",
     "ServerConfig",
@@ -111,6 +113,22 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AutoThreshold:
+    """``threshold = "auto"``: the threshold follows ``factor`` times a high ``quantile``
+    of the kind/name's recent completed durations, kept within ``[floor, ceiling]``.
+
+    Until ``min_samples`` durations are known the ceiling applies; ``ceiling = None``
+    means the kind's configured threshold, so learning only ever tightens it.
+    """
+
+    floor: float = 1.0
+    ceiling: float | None = None
+    factor: float = 3.0
+    quantile: float = 0.99
+    min_samples: int = 20
+
+
+@dataclass(frozen=True)
 class Rule:
     """One ``[[rules]]`` entry; ``None`` fields fall through to the kind's defaults."""
 
@@ -119,6 +137,7 @@ class Rule:
     threshold: float | None = None
     action: Action = "alert"
     severity: str = "warning"
+    auto: AutoThreshold | None = None
 
     def matches(self, kind: str, name: str) -> bool:
         """True when this rule applies to a span of ``kind`` named ``name``."""
@@ -126,12 +145,16 @@ class Rule:
 
 
 class Resolved(NamedTuple):
-    """The settings in force for one span."""
+    """The settings in force for one span. With ``auto`` set, ``threshold`` is the
+    ceiling, in force until enough durations are learned; ``setting`` names the config
+    key the threshold came from (``thresholds.response``, ``rules[2]``)."""
 
     threshold: float
     action: Action
     max_duration: float | None
     severity: str
+    auto: AutoThreshold | None = None
+    setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,19 +165,35 @@ class Thresholds:
     max_duration: Mapping[str, float] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
 
+    def base(self, kind: str) -> tuple[float, str]:
+        """The kind's threshold, and the key it comes from."""
+        if kind in self.by_kind:
+            return self.by_kind[kind], f"thresholds.{kind}"
+        return self.by_kind["default"], "thresholds.default"
+
     def resolve(self, kind: str, name: str) -> Resolved:
         """What applies to a span of ``kind`` named ``name``: first matching rule wins."""
-        base = self.by_kind.get(kind, self.by_kind["default"])
-        for rule in self.rules:
+        base, setting = self.base(kind)
+        cap = self.max_duration.get(kind)
+        for index, rule in enumerate(self.rules):
             if rule.matches(kind, name):
-                threshold = base if rule.threshold is None else rule.threshold
-                return Resolved(threshold, rule.action, self.max_duration.get(kind), rule.severity)
-        return Resolved(base, "alert", self.max_duration.get(kind), "warning")
+                threshold, auto = base, rule.auto
+                if auto is not None:
+                    threshold = base if auto.ceiling is None else auto.ceiling
+                    # A floor above the kind's threshold wins: the floor is explicit.
+                    threshold = max(threshold, auto.floor)
+                    setting = f"rules[{index}]"
+                elif rule.threshold is not None:
+                    threshold, setting = rule.threshold, f"rules[{index}]"
+                return Resolved(threshold, rule.action, cap, rule.severity, auto, setting)
+        return Resolved(base, "alert", cap, "warning", None, setting)
 
     def edges(self) -> list[float]:
         """Every configured threshold, for use as histogram bucket edges."""
         values = set(self.by_kind.values()) | set(self.max_duration.values())
         values |= {r.threshold for r in self.rules if r.threshold is not None}
+        values |= {r.auto.floor for r in self.rules if r.auto is not None}
+        values |= {r.auto.ceiling for r in self.rules if r.auto and r.auto.ceiling is not None}
         return sorted(values)
 
 
@@ -193,6 +232,9 @@ class AlertingConfig:
     resend_interval: float = 60.0
     give_up_after: float = 300.0
     queue_size: int = 1000
+    # How long a hung-span alert waits for the span's stack before it is announced
+    # without one (stateful Alertmanager gets it at once, and the stack as an update).
+    stack_wait: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -212,6 +254,15 @@ class ProcessConfig:
     unresponsive_after: float = 5.0  # heartbeat intervals
     orphan_retention: float = 300.0  # seconds a dead process's orphans stay listed
     loop_blocked_after: float = 1.0  # seconds an event loop may lag before it is blocked
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """``[learning]``: memory and persistence of the durations ``auto`` rules learn from."""
+
+    path: str = ""  # default: learned-durations.json beside the incident database
+    window: int = 256  # recent durations kept per kind/name
+    max_names: int = 4096  # kind/name pairs remembered; the least recently used go first
 
 
 @dataclass(frozen=True)
@@ -242,6 +293,7 @@ class Config:
     incidents: IncidentConfig = field(default_factory=IncidentConfig)
     abort: AbortConfig = field(default_factory=AbortConfig)
     processes: ProcessConfig = field(default_factory=ProcessConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
     source: str = "defaults"
 
 
@@ -330,7 +382,9 @@ def _rules(raw: object) -> tuple[Rule, ...]:
     for index, entry in enumerate(raw):
         key = f"rules[{index}]"
         table = _table(key, entry)
-        _reject_unknown(key, table, {"kind", "name", "threshold", "action", "severity"})
+        _reject_unknown(
+            key, table, {"kind", "name", "threshold", "action", "severity", *_AUTO_KEYS}
+        )
         kind = table.get("kind")
         if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
             raise ConfigError(
@@ -350,16 +404,62 @@ def _rules(raw: object) -> tuple[Rule, ...]:
             )
         if threshold is None and "action" not in table and "severity" not in table:
             raise ConfigError(key, "a rule needs at least one of threshold, action, severity")
+        if isinstance(threshold, str) and threshold != "auto":
+            try:
+                float(threshold)
+            except ValueError:
+                raise ConfigError(
+                    f"{key}.threshold",
+                    f'expected a number of seconds > 0 or "auto", got {threshold!r}',
+                ) from None
+        auto = _auto(key, table) if threshold == "auto" else None
+        if auto is None:
+            for extra in _AUTO_KEYS & table.keys():
+                raise ConfigError(f"{key}.{extra}", 'only allowed with threshold = "auto"')
         rules.append(
             Rule(
                 kind=kind,
                 name=name,
-                threshold=None if threshold is None else _seconds(f"{key}.threshold", threshold),
+                threshold=None
+                if threshold is None or auto is not None
+                else _seconds(f"{key}.threshold", threshold),
                 action=action,
                 severity=severity,
+                auto=auto,
             )
         )
     return tuple(rules)
+
+
+_AUTO_KEYS: Final = frozenset({"floor", "ceiling", "factor", "quantile", "min_samples"})
+
+
+def _auto(key: str, table: Mapping[str, object]) -> AutoThreshold:
+    d = AutoThreshold()
+    floor = _seconds(f"{key}.floor", table.get("floor", d.floor))
+    ceiling = table.get("ceiling")
+    ceiling = None if ceiling is None else _seconds(f"{key}.ceiling", ceiling)
+    if ceiling is not None and ceiling < floor:
+        raise ConfigError(f"{key}.ceiling", f"must be at least floor ({floor:g}), got {ceiling:g}")
+    factor = table.get("factor", d.factor)
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 <= factor <= 1000:
+        raise ConfigError(f"{key}.factor", f"expected a number from 1 to 1000, got {factor!r}")
+    quantile = table.get("quantile", d.quantile)
+    if (
+        isinstance(quantile, bool)
+        or not isinstance(quantile, int | float)
+        or not 0.5 <= quantile <= 1
+    ):
+        raise ConfigError(
+            f"{key}.quantile", f"expected a number from 0.5 to 1 (0.99: p99), got {quantile!r}"
+        )
+    return AutoThreshold(
+        floor=floor,
+        ceiling=ceiling,
+        factor=float(factor),
+        quantile=float(quantile),
+        min_samples=_int(f"{key}.min_samples", table.get("min_samples", d.min_samples), 1, 100_000),
+    )
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -435,16 +535,18 @@ def load_config(
             "incidents",
             "abort",
             "processes",
+            "learning",
         },
     )
     sections = ("server", "thresholds", "max_duration", "alerting", "incidents", "abort")
-    for key in (*sections, "processes"):
+    for key in (*sections, "processes", "learning"):
         data[key] = dict(_table(key, data.get(key, {})))
     _overlay_env(data, environ)
     for key, value in (overrides or {}).items():
         if value is not None:
             data["server"][key] = value
 
+    incidents = _incidents(data["incidents"], environ)
     by_kind = dict(DEFAULT_THRESHOLDS)
     by_kind.update(_kind_table("thresholds", data["thresholds"], allow_default=True))
     return Config(
@@ -456,10 +558,24 @@ def load_config(
         ),
         alerting=_alerting(data["alerting"]),
         sinks=_sinks(data.get("alerts"), environ),
-        incidents=_incidents(data["incidents"], environ),
+        incidents=incidents,
         abort=_abort(data["abort"]),
         processes=_processes(data["processes"]),
+        learning=_learning(data["learning"], incidents.path),
         source=source,
+    )
+
+
+def _learning(raw: Mapping[str, object], incident_path: str) -> LearningConfig:
+    _reject_unknown("learning", raw, {"path", "window", "max_names"})
+    d = LearningConfig()
+    path = _str("learning.path", raw.get("path", "")) or os.path.join(
+        os.path.dirname(incident_path), "learned-durations.json"
+    )
+    return LearningConfig(
+        path=path,
+        window=_int("learning.window", raw.get("window", d.window), 16, 100_000),
+        max_names=_int("learning.max_names", raw.get("max_names", d.max_names), 1, 1_000_000),
     )
 
 
@@ -496,7 +612,9 @@ def _abort(raw: Mapping[str, object]) -> AbortConfig:
 
 def _alerting(raw: Mapping[str, object]) -> AlertingConfig:
     _reject_unknown(
-        "alerting", raw, {"external_url", "resend_interval", "give_up_after", "queue_size"}
+        "alerting",
+        raw,
+        {"external_url", "resend_interval", "give_up_after", "queue_size", "stack_wait"},
     )
     d = AlertingConfig()
     url = _str("alerting.external_url", raw.get("external_url", d.external_url)).rstrip("/")
@@ -509,7 +627,17 @@ def _alerting(raw: Mapping[str, object]) -> AlertingConfig:
         ),
         give_up_after=_seconds("alerting.give_up_after", raw.get("give_up_after", d.give_up_after)),
         queue_size=_int("alerting.queue_size", raw.get("queue_size", d.queue_size), 1, 1_000_000),
+        stack_wait=_seconds_or_zero("alerting.stack_wait", raw.get("stack_wait", d.stack_wait)),
     )
+
+
+def _seconds_or_zero(key: str, value: object) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    try:
+        return _seconds(key, value)
+    except ConfigError:
+        raise ConfigError(key, f"expected a number of seconds >= 0, got {value!r}") from None
 
 
 def _expand(key: str, text: str, environ: Mapping[str, str]) -> str:

@@ -22,6 +22,7 @@ from typing import Final, Literal
 
 from watchdog.protocol import Batch, Heartbeat, LoopReport, ProcessInfo, SpanEnd, SpanStart
 from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
+from watchdog.sidecar.learning import DurationLearner
 
 __all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
 
@@ -45,6 +46,7 @@ class OpenSpan:
         "flagged_at",
         "kind",
         "last_activity",
+        "learns",
         "max_duration",
         "name",
         "open_children",
@@ -64,7 +66,12 @@ class OpenSpan:
     )
 
     def __init__(
-        self, process: ProcessRecord, start: SpanStart, started: float, resolved: Resolved
+        self,
+        process: ProcessRecord,
+        start: SpanStart,
+        started: float,
+        resolved: Resolved,
+        threshold: float | None = None,
     ) -> None:
         self.process = process
         self.span_id = start.span_id
@@ -74,7 +81,9 @@ class OpenSpan:
         self.parent_key = start.parent_id or (start.trace_id if start.kind != "trace" else None)
         self.container = start.kind in CONTAINER_KINDS
         self.started = started
-        self.threshold = resolved.threshold
+        self.threshold = resolved.threshold if threshold is None else threshold
+        # Under a `threshold = "auto"` rule its duration teaches the learner.
+        self.learns = resolved.auto is not None
         self.action: Action = resolved.action
         self.max_duration = resolved.max_duration
         self.severity = resolved.severity
@@ -237,8 +246,10 @@ class Registry:
         thresholds: Thresholds,
         listener: RegistryListener | None = None,
         clock: Callable[[], float] | None = None,
+        learner: DurationLearner | None = None,
     ) -> None:
         self.thresholds = thresholds
+        self.learner = learner
         self.listener = listener or RegistryListener()
         self.clock = clock or time.monotonic
         self.processes: dict[str, ProcessRecord] = {}
@@ -296,12 +307,19 @@ class Registry:
             found = self._resolved[key] = self.thresholds.resolve(kind, name)
         return found
 
+    def seen_names(self) -> list[tuple[str, str]]:
+        """The kind/name pairs resolved lately (bounded), for listing thresholds."""
+        return list(self._resolved)
+
     def _start(self, process: ProcessRecord, event: SpanStart) -> None:
         if event.span_id in process.spans:
             return  # a duplicate start (a resent batch) changes nothing
         resolved = self._resolve(event.kind, event.name)
+        threshold = None
+        if resolved.auto is not None and self.learner is not None:
+            threshold = self.learner.threshold(event.kind, event.name, resolved).threshold
         started = event.started + process.offset
-        span = OpenSpan(process, event, started, resolved)
+        span = OpenSpan(process, event, started, resolved, threshold)
         process.spans[span.span_id] = span
         process.spans_by_kind.setdefault(span.kind, {})[span.span_id] = span
         self.open_count += 1
@@ -317,7 +335,12 @@ class Registry:
             return  # an end for a span never seen (or already resynced away)
         ended = event.ended + process.offset
         self._remove(span, ended)
-        self.listener.span_ended(span, max(0.0, ended - span.started), now)
+        duration = max(0.0, ended - span.started)
+        # A span flagged as hung does not teach: repeated hangs must not talk the
+        # learned threshold up to their own length.
+        if span.learns and span.flagged_at is None and self.learner is not None:
+            self.learner.observe(span.kind, span.name, duration)
+        self.listener.span_ended(span, duration, now)
 
     def _remove(self, span: OpenSpan, at: float) -> None:
         process = span.process
