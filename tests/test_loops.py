@@ -7,6 +7,7 @@ import asyncio
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,7 @@ from agents import custom_span, trace
 
 from tests.conftest import metric, spans, wait_until
 from tests.receivers import Receiver
+from watchdog._control import LoopProbes
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
@@ -88,3 +90,27 @@ def test_time_sleep_in_an_async_tool_of_an_app_process_names_its_line(
         "nap",
         "time.sleep(30)  # noqa: ASYNC251 - the blocked event loop is what the test looks for",
     )
+
+
+def test_an_idle_loop_between_run_sync_calls_is_not_blocked() -> None:
+    probes = LoopProbes(blocked_after=1.0)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def request() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            probes.saw(task, threading.get_ident())
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(request())  # as Runner.run_sync does per request
+        first = probes.report(time.monotonic())  # queues a probe on the loop
+        assert [(r.lag, r.stack) for r in first] == [(0.0, None)]
+        # The loop now sits idle, not running, far longer than blocked_after.
+        later = probes.report(time.monotonic() + 30)
+        assert [(r.lag, r.stack) for r in later] == [(0.0, None)]
+        loop.run_until_complete(request())  # the next request runs the stale probe
+        again = probes.report(time.monotonic() + 60)
+        assert [(r.lag, r.stack) for r in again] == [(0.0, None)]
+    finally:
+        loop.close()

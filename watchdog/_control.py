@@ -260,6 +260,12 @@ class LoopProbes:
             if loop.is_closed():
                 del self._loops[loop]
                 continue
+            if not loop.is_running():
+                # An idle loop (``Runner.run_sync`` keeps one between requests) runs
+                # nothing, so nothing on it is blocked; a probe it still holds is void.
+                state[1], state[2] = None, 0.0
+                reports.append(LoopReport(thread_id=thread_id, lag=0.0, stack=None))
+                continue
             if scheduled is not None:
                 lag = now - scheduled  # still waiting: blocked at least this long
             stack = None
@@ -281,6 +287,8 @@ class LoopProbes:
 
     @staticmethod
     def _ran(state: list[Any], scheduled: float) -> None:
+        if state[1] != scheduled:
+            return  # queued before the loop went idle: it measured the idleness
         state[2] = time.monotonic() - scheduled
         state[1] = None
 

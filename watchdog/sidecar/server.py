@@ -18,6 +18,7 @@ from watchdog._serving import GracefulServer
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import Config
 from watchdog.sidecar.logs import configure_logging, log_event
+from watchdog.sidecar.notify import Notifier
 
 __all__ = ["bind", "serve"]
 
@@ -90,6 +91,50 @@ class PeerCredentialsProtocol(H11Protocol):
         self.app = with_credentials
 
 
+class SidecarServer(GracefulServer):
+    """The sidecar's uvicorn server, speaking systemd's notify protocol when started by
+    systemd: ``READY=1`` once requests are served, watchdog pings from this event loop
+    while the sidecar is healthy, ``STOPPING=1`` as the shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, sidecar: Sidecar, notifier: Notifier | None) -> None:
+        super().__init__(config)
+        self.sidecar = sidecar
+        self.notifier = notifier
+        self._pings: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving (lifespan first), then tell systemd."""
+        await super().startup(sockets)
+        notifier = self.notifier
+        if notifier is None or not self.started:
+            return
+        sidecar = self.sidecar
+        notifier.ready(f"watching; serving on {sidecar.base_url}")
+        self._pings = asyncio.create_task(
+            notifier.keep_alive(sidecar.problem, self._status),
+            name="agents-watchdog-systemd-watchdog",
+        )
+
+    def _status(self) -> str:
+        registry = self.sidecar.registry
+        return f"{registry.open_count} open spans from {len(registry.processes)} processes"
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell systemd first: the graceful part may take seconds."""
+        notifier = self.notifier
+        if notifier is not None:
+            notifier.stopping()
+        if self._pings is not None:
+            self._pings.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pings
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if notifier is not None:
+                notifier.close()
+
+
 def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging(config.server.log_level)
@@ -131,7 +176,7 @@ def serve(config: Config) -> int:
         auth=config.server.token is not None,
         unix_socket=config.server.unix_socket or None,
     )
-    server = GracefulServer(
+    server = SidecarServer(
         uvicorn.Config(
             sidecar.app(),
             log_config=None,
@@ -143,7 +188,9 @@ def serve(config: Config) -> int:
             h11_max_incomplete_event_size=64 * 1024,
             server_header=False,
             http=PeerCredentialsProtocol,
-        )
+        ),
+        sidecar,
+        Notifier.from_environ(),
     )
     try:
         server.run(sockets=sockets)

@@ -1,0 +1,1 @@
+"""A Django app whose view runs an agent, watched by agents-watchdog."""
