@@ -76,6 +76,9 @@ def test_wheel_ships_no_names_the_other_library_uses(wheels: tuple[Path, Path]) 
     assert top & THEIRS == set()
     assert {"processor.py", "protocol.py", "sidecar", "cli.py"} <= top
     assert not any(n.startswith("watchdog/tests") for n in names)
+    # The live page's files ship inside the package: the sidecar serves them itself.
+    page = {f"watchdog/sidecar/static/{f}" for f in ("index.html", "page.js", "page.css")}
+    assert page <= set(names)
 
 
 CHECK = textwrap.dedent("""

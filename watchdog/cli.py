@@ -65,6 +65,29 @@ def _parser() -> argparse.ArgumentParser:
     abort.add_argument(
         "--url", help="sidecar URL (default $AGENTS_WATCHDOG_URL or http://127.0.0.1:9750)"
     )
+    status = commands.add_parser(
+        "status",
+        help="show processes and open/hung spans; exit 1 when anything needs attention",
+        description="Show a running sidecar's processes and open, hung and orphaned spans. "
+        "Exit code: 0 all well; 1 a span hung or orphaned, a process unresponsive or dead, "
+        "or an event loop blocked; 2 the sidecar is unreachable or refused (or bad usage).",
+    )
+    status.add_argument(
+        "--url", help="sidecar URL (default $AGENTS_WATCHDOG_URL or http://127.0.0.1:9750)"
+    )
+    status.add_argument("--token", help="the sidecar's token (default $AGENTS_WATCHDOG_TOKEN)")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C; exits with the last refresh's code",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument(
+        "--limit", type=int, default=20, help="open spans to list besides troubled ones (20)"
+    )
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -77,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version())
         return 0
+    if args.command == "status":
+        from watchdog.status_cli import run_status
+
+        return run_status(args)
     if args.command == "abort":
         from watchdog.incidents_cli import run_abort
 

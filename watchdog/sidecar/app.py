@@ -19,8 +19,8 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
 from watchdog.protocol import PROTOCOL_VERSION, Reply, UnsupportedVersion, decode_batch, encode
 from watchdog.sidecar import learning
@@ -38,6 +38,7 @@ from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, 
 from watchdog.sidecar.registry import Fanout, OpenSpan, Registry
 from watchdog.sidecar.sinks import Dispatcher, build_sink
 from watchdog.sidecar.stacks import StackCollector
+from watchdog.sidecar.web import find_spans, page, processes_json, static_files
 
 __all__ = ["Sidecar", "version"]
 
@@ -205,6 +206,7 @@ class Sidecar:
             )
         )
         self.ready = False
+        self._tasks: list[asyncio.Task[None]] = []
         self._rejections_logged: dict[str, float] = {}
         token = config.server.token
         self._token = token.encode() if token else None
@@ -240,6 +242,7 @@ class Sidecar:
             asyncio.create_task(self._liveness(), name="agents-watchdog-liveness"),
             asyncio.create_task(self._save_learned_often(), name="agents-watchdog-learning"),
         ]
+        self._tasks = tasks
         self.ready = True
         try:
             yield
@@ -256,6 +259,16 @@ class Sidecar:
             await self._save_learned()
             await self.incident_store.close()
             log_event(logging.INFO, "stopped", open_spans=self.registry.open_count)
+
+    def problem(self) -> str | None:
+        """What keeps the sidecar from watching, or None: a background task that ended
+        (they run until shutdown), or not started yet."""
+        if not self._tasks:
+            return "not started"
+        for task in self._tasks:
+            if task.done():
+                return f"{task.get_name()} ended"
+        return None
 
     async def _liveness(self) -> None:
         """Once a second, over processes (not spans): who stopped reporting, who died,
@@ -329,6 +342,8 @@ class Sidecar:
             routes=[
                 Route("/v1/events", self.ingest, methods=["POST"]),
                 Route("/v1/spans", self.list_spans, methods=["GET"]),
+                Route("/v1/spans/{span_id}", self.get_span, methods=["GET"]),
+                Route("/v1/processes", self.list_processes, methods=["GET"]),
                 Route("/v1/spans/{span_id}/abort", self.abort_span, methods=["POST"]),
                 Route("/v1/incidents", self.list_incidents, methods=["GET"]),
                 Route("/v1/thresholds", self.list_thresholds, methods=["GET"]),
@@ -337,6 +352,7 @@ class Sidecar:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/", self.index, methods=["GET"]),
+                Mount("/static", app=static_files(), name="static"),
             ],
             lifespan=self.lifespan,
         )
@@ -666,11 +682,39 @@ class Sidecar:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready", "open_spans": self.registry.open_count})
 
+    async def list_processes(self, request: Request) -> Response:
+        """``GET /v1/processes``: every app process with its liveness, event loops and
+        span counts (see ``web.process_json``)."""
+        try:
+            self._authorize(request)
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        body = {"processes": processes_json(self.registry, self.loop_watch.blocked)}
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def get_span(self, request: Request) -> Response:
+        """``GET /v1/spans/{span_id}`` (``instance_id`` when the id is not unique): one
+        open or orphaned span as ``/v1/spans`` lists it, plus ``incident_id``, the
+        incident open for it (None when it has none)."""
+        try:
+            self._authorize(request)
+            span_id = request.path_params["span_id"]
+            found = find_spans(self.registry, span_id, request.query_params.get("instance_id"))
+            if not found:
+                raise RequestRejected(404, "not_found", f"no open span {span_id}")
+            if len(found) > 1:
+                raise RequestRejected(
+                    409,
+                    "ambiguous",
+                    f"span {span_id} is open in {len(found)} processes; give instance_id",
+                )
+        except RequestRejected as exc:
+            return _error(exc.status, exc.reason, exc.detail)
+        span = found[0]
+        body = self.span_json(span, self.registry.clock(), time.time())
+        body["incident_id"] = self.incidents.current.get(span.key, {}).get("id")
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
     async def index(self, request: Request) -> Response:
-        """A plain page pointing at the endpoints."""
-        return HTMLResponse(
-            "<!doctype html><title>agents-watchdog</title><h1>agents-watchdog</h1>"
-            f"<p>version {self.version}, {self.registry.open_count} open spans.</p>"
-            '<ul><li><a href="/v1/spans">/v1/spans</a></li>'
-            '<li><a href="/metrics">/metrics</a></li></ul>'
-        )
+        """The live page (scripts and styles under ``/static``)."""
+        return page(self.version)
