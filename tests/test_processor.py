@@ -17,6 +17,7 @@ from agents import Agent, custom_span, function_tool, trace
 from tests.agents_app import AppRun, model
 from tests.conftest import wait_until
 from tests.recorder import Recorder
+from watchdog._sender import SHORT_SAMPLE
 from watchdog.processor import WatchdogProcessor, install
 from watchdog.protocol import SpanEnd, SpanStart
 from watchdog.standin import StandInServer
@@ -76,20 +77,41 @@ def test_heartbeat_carries_process_identity(recorder: Recorder, watch: Watch) ->
     assert recorder.batches[-1].heartbeat.open_spans == 0
 
 
-def test_events_are_batched_and_complete(recorder: Recorder, watch: Watch) -> None:
+def test_every_span_is_sent_at_ordinary_rates(recorder: Recorder, watch: Watch) -> None:
     processor = watch(recorder.url, max_batch=500)
-    with trace("bulk"):
+    with trace("few"):
+        for i in range(SHORT_SAMPLE - 1):
+            with custom_span(f"s{i}"):
+                pass
+        processor.force_flush()
+    processor.force_flush()
+    assert len(starts(recorder)) == len(ends(recorder)) == SHORT_SAMPLE
+    names = [s.name for s in starts(recorder)]
+    assert names[0] == "few" and sorted(names[1:]) == sorted(f"s{i}" for i in range(63))
+    assert recorder.batches[-1].heartbeat.summarised == 0
+
+
+def test_a_flood_of_short_spans_is_sampled_and_counted(recorder: Recorder, watch: Watch) -> None:
+    processor = watch(recorder.url, max_batch=500)
+    with trace("bulk") as bulk:
+        processor.force_flush()  # the trace is open across a send: sent as started
         for i in range(3000):
             with custom_span(f"s{i}"):
                 pass
+        processor.force_flush()
     processor.force_flush()
-    assert len(starts(recorder)) == 3001
-    assert len(ends(recorder)) == 3001
+    short_starts = [s for s in starts(recorder) if s.kind == "custom"]
+    short_ends = {e.span_id for e in ends(recorder)} - {bulk.trace_id}
+    # Sent in full: a sample, each with its start and end; the rest counted.
+    assert 0 < len(short_starts) <= 2 * SHORT_SAMPLE
+    assert {s.span_id for s in short_starts} == short_ends
+    summarised = recorder.batches[-1].heartbeat.summarised
+    assert summarised + len(short_starts) == 3000
+    # The trace they ran under is reported active, so it never looks idle.
+    assert any(bulk.trace_id in b.active for b in recorder.batches)
     assert all(len(b.events) <= 500 for b in recorder.batches)
-    # Far fewer requests than events: 6002 events in at most a few dozen batches.
-    assert len(recorder.batches) <= 30
-    names = [s.name for s in starts(recorder)]
-    assert names[0] == "bulk" and names[1:4] == ["s0", "s1", "s2"]
+    assert len(recorder.batches) <= 10
+    assert [s.name for s in starts(recorder)][0] == "bulk"
 
 
 def test_resync_after_failed_sends(recorder: Recorder, watch: Watch) -> None:
@@ -273,8 +295,11 @@ def test_many_threads_and_event_loops(recorder: Recorder, watch: Watch) -> None:
         thread.join(30)
     processor.force_flush()
     recorded = starts(recorder)
-    assert len(recorded) == 8 * 101
-    assert len(ends(recorder)) == 8 * 101
+    # Every span is either sent (a start and an end) or counted as summarised.
+    summarised = recorder.batches[-1].heartbeat.summarised
+    assert len(recorded) + summarised == 8 * 101
+    assert {e.span_id for e in ends(recorder)} == {s.span_id for s in recorded}
+    assert len(recorded) >= SHORT_SAMPLE
     for start in recorded:
         label = start.name.split("-")[0]
         assert start.thread_id == thread_ids[label]

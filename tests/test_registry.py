@@ -73,6 +73,8 @@ class Harness:
         resync: list[SpanStart] | None = None,
         goodbye: bool = False,
         instance: str = "p1",
+        active: list[str] | None = None,
+        summarised: int = 0,
     ) -> bool:
         self.seq += 1
         batch = Batch(
@@ -80,10 +82,11 @@ class Harness:
             process=ProcessInfo(instance, 42, "host", 1.0, "svc"),
             seq=self.seq,
             sent_at=self.clock.now,
-            heartbeat=Heartbeat(1.0, 0, 0, 0.0),
+            heartbeat=Heartbeat(1.0, 0, 0, 0.0, summarised=summarised),
             events=list(events),
             resync=resync,
             goodbye=goodbye,
+            active=active or [],
         )
         return self.registry.apply(batch)
 
@@ -272,3 +275,19 @@ def test_stale_heap_entries_stay_bounded() -> None:
         h.send(SpanEnd(f"s{i}", h.clock.now))
     assert h.registry.open_count == 0
     assert len(h.registry._heap) <= 1024 + 1
+
+
+def test_summarised_short_spans_count_as_activity_and_are_counted() -> None:
+    h = Harness()
+    now = h.clock.now
+    h.send(trace_start(now), start("a", "agent", now))
+    assert h.advance(15) == []
+    # Short spans ran under the agent and were summarised: it is not idle.
+    h.send(active=["a", "never-seen"], summarised=40)
+    assert h.advance(15) == []
+    assert h.advance(5) == ["a"]  # 20 s after that activity
+    h.send(active=["a"], summarised=100)
+    assert h.state("a") == "open"  # activity resumed: the idle flag is lifted
+    assert h.registry.summarised == {"svc": 100}
+    h.send(summarised=100)  # a repeated running count adds nothing
+    assert h.registry.summarised == {"svc": 100}

@@ -12,6 +12,13 @@ Delivery rules:
   sidecar asks, the next batch carries a *resync*: every span open right now. The
   sidecar treats it as the truth, so events lost in an outage can neither leave a
   phantom span nor hide a real one.
+- A span that begins and ends between two sends is *short*: nothing about it needs
+  watching, so it is not turned into wire events one by one. Up to ``SHORT_SAMPLE``
+  short spans per send (a uniform sample when there are more) still go out in full, for
+  durations and learned thresholds; the rest are counted (``summarised`` in the
+  heartbeat), and the spans they ran under are reported as active, so their containers
+  never look idle. At ordinary rates every span is sent; under a flood of tiny spans
+  this thread's cost per span stays a few dict operations.
 - The set of open spans is kept by the app's threads themselves (one dict store and
   one pop per span, atomic under the GIL), not rebuilt here from the queue: so when
   events are dropped — queue full while this thread waited on a slow sidecar, or the
@@ -24,6 +31,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -56,6 +64,8 @@ from watchdog.protocol import (
 
 START: Final = "start"
 END: Final = "end"
+# Short spans sent in full per send; beyond this they are sampled (see the docstring).
+SHORT_SAMPLE: Final = 64
 
 logger = logging.getLogger("watchdog.processor")
 
@@ -192,6 +202,12 @@ class Sender:
         self._open = open_spans
         self._dropped_seen = 0
         self._pending: list[Event] = []
+        # Started since the last send and not sent yet; short ones (ended too) sampled.
+        self._fresh: dict[Any, OpenInfo] = {}
+        self._short: list[tuple[Any, OpenInfo, float]] = []
+        self._short_seen = 0
+        self._summarised = 0
+        self._active: set[str] = set()
         self._results: list[CommandResult] = []
         self._probes = LoopProbes()
         self._lost = 0
@@ -296,7 +312,7 @@ class Sender:
             waiters = self._take_waiters()
             self._drain()
             now = time.monotonic()
-            if self._pending and flush_due is None:
+            if (self._pending or self._fresh or self._short) and flush_due is None:
                 flush_due = now + settings.flush_interval
             stopping = self._stopping
             if (
@@ -308,7 +324,7 @@ class Sender:
                     and (
                         self._resync_now
                         or (flush_due is not None and now >= flush_due)
-                        or len(self._pending) >= self.max_batch
+                        or len(self._pending) + len(self._fresh) >= self.max_batch
                     )
                 )
             ):
@@ -346,27 +362,41 @@ class Sender:
             waiter.set()
 
     def _drain(self) -> None:
-        queue, pending = self._queue, self._pending
+        queue, pending, fresh, short = self._queue, self._pending, self._fresh, self._short
+        popleft, active = queue.popleft, self._active
         while True:
             try:
-                item = queue.popleft()
+                item = popleft()
             except IndexError:
                 break
+            if item[0] is START:
+                fresh[item[1]] = item[2]
+                continue
+            obj = item[1]
+            info = fresh.pop(obj, None)
             try:
-                if item[0] is START:
-                    info = item[2]
-                    pending.append(describe_start(item[1], info))
-                    if info[2] is not None:
-                        self._probes.saw(info[2], info[1])
-                else:
-                    _, obj, ended = item
+                if info is None:  # it was sent as started: its end is news
                     error = getattr(obj, "error", None) is not None
-                    pending.append(SpanEnd(_span_id_of(obj), ended, error))
+                    pending.append(SpanEnd(_span_id_of(obj), item[2], error))
+                    continue
+                # Short: note where it ran, and keep it if the sample takes it.
+                under = getattr(obj, "parent_id", None) or obj.trace_id
+                if under != getattr(obj, "span_id", None):
+                    active.add(under)
             except Exception:
                 # A span object we cannot read is skipped, never fatal.
                 logger.debug(
                     "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
                 )
+                continue
+            self._short_seen += 1
+            if len(short) < SHORT_SAMPLE:
+                short.append((obj, info, item[2]))
+            else:
+                # Reservoir sampling: each short span of this window is equally likely kept.
+                slot = int(random.random() * self._short_seen)
+                if slot < SHORT_SAMPLE:
+                    short[slot] = (obj, info, item[2])
         excess = len(pending) - self.settings.max_pending
         if excess > 0:
             # The resync that follows restores the open set exactly; what is lost here
@@ -379,6 +409,35 @@ class Sender:
             # These events never reached the queue: only a resync can make up for them.
             self._dropped_seen = dropped
             self._need_resync = True
+
+    def _settle(self) -> None:
+        """Before a send: spans still open since the last one become start events, and
+        the sampled short ones start and end events."""
+        pending, probes = self._pending, self._probes
+        for obj, info in self._fresh.items():
+            try:
+                pending.append(describe_start(obj, info))
+                if info[2] is not None:
+                    probes.saw(info[2], info[1])
+            except Exception:
+                logger.debug(
+                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
+                )
+        self._fresh.clear()
+        for obj, info, ended in self._short:
+            try:
+                start = describe_start(obj, info)
+                error = getattr(obj, "error", None) is not None
+                pending += (start, SpanEnd(start.span_id, ended, error))
+                if info[2] is not None:
+                    probes.saw(info[2], info[1])
+            except Exception:
+                logger.debug(
+                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
+                )
+        self._summarised += self._short_seen - len(self._short)
+        self._short.clear()
+        self._short_seen = 0
 
     def _snapshot(self) -> list[SpanStart]:
         """Every span open right now, from the app threads' own record."""
@@ -398,6 +457,7 @@ class Sender:
     def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
         """Send pending events in chunks of ``max_batch``; True when all were taken."""
         self._resync_now = False
+        self._settle()
         while True:
             last = len(self._pending) <= self.max_batch
             chunk = self._pending[: self.max_batch]
@@ -425,11 +485,13 @@ class Sender:
                 dropped_events=self._dropped() + self._lost,
                 wall_minus_mono=time.time() - now,
                 loops=self._probes.report(now),
+                summarised=self._summarised,
             ),
             events=events,
             resync=self._snapshot() if resync else None,
             goodbye=goodbye,
             results=self._results,
+            active=[key[:MAX_ID_LENGTH] for key in list(self._active)[:100_000]],
         )
         timeout = self.settings.request_timeout
         if self._stopping:

@@ -119,6 +119,9 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     dropped_events: Count
     wall_minus_mono: Annotated[float, Meta(ge=-1e12, le=1e12)]
     loops: Annotated[list[LoopReport], Meta(max_length=1000)] = []
+    # Spans that began and ended between two sends and were summarised rather than
+    # sent one by one (beyond the sampled ones), since the process started.
+    summarised: Count = 0
 
 
 class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -149,6 +152,9 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     resync: list[SpanStart] | None = None
     goodbye: bool = False
     results: list[CommandResult] = []
+    # Spans (or traces) under which summarised short spans ran since the last batch:
+    # activity that keeps those containers from looking idle.
+    active: Annotated[list[Id], Meta(max_length=100_000)] = []
 
 
 class Command(msgspec.Struct):

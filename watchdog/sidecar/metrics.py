@@ -179,6 +179,12 @@ class WatchdogCollector(Collector):
             self.ingest.received,
         )
         yield _counter(
+            PREFIX + "spans_summarised",
+            "Short spans (begun and ended between two sends) an app counted instead of sending.",
+            ["service"],
+            self.registry.summarised,
+        )
+        yield _counter(
             PREFIX + "events_rejected",
             "Requests to the ingest endpoint refused, by reason.",
             ["reason"],

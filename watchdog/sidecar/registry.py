@@ -16,7 +16,7 @@ import heapq
 import itertools
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
 
@@ -143,6 +143,7 @@ class ProcessRecord:
         "offset",
         "orphans",
         "status",
+        "summarised",
         "open_reported",
         "spans",
         "spans_by_kind",
@@ -166,6 +167,7 @@ class ProcessRecord:
         self.wall_minus_mono = 0.0
         self.open_reported = 0
         self.dropped_events = 0
+        self.summarised = 0  # the process's running count, as last reported
         # Whether the claimed pid was proven to own the connection (see identity.py);
         # None until checked. Only verified processes are ever signalled.
         self.status: ProcessState = "live"
@@ -253,6 +255,8 @@ class Registry:
         self.listener = listener or RegistryListener()
         self.clock = clock or time.monotonic
         self.processes: dict[str, ProcessRecord] = {}
+        # Short spans the apps summarised instead of sending, by service (a counter).
+        self.summarised: Counter[str] = Counter()
         self.open_count = 0
         self._heap: list[tuple[float, int, OpenSpan]] = []
         self._seq = itertools.count()
@@ -282,6 +286,10 @@ class Registry:
             # were orphaned, so it must tell us again what it has open.
             process.status, process.died_at, process.orphans = "unresponsive", None, []
             wants_resync = batch.resync is None
+        summarised = batch.heartbeat.summarised
+        if summarised > process.summarised:
+            self.summarised[info.service] += summarised - process.summarised
+        process.summarised = summarised
         process.observe(batch.sent_at, batch.heartbeat, now)
         if process.status == "unresponsive":
             process.status = "live"
@@ -292,6 +300,12 @@ class Registry:
             else:
                 assert type(event) is SpanEnd
                 self._end(process, event, now)
+        for key in batch.active:
+            # Short spans ran under it (summarised, not sent): that is activity.
+            span = process.spans.get(key)
+            if span is not None:
+                self._touch(span, now)
+                self._touch_ancestors(span, now)
         if batch.resync is not None:
             self._resync(process, batch.resync, now)
         if batch.goodbye:
@@ -368,11 +382,14 @@ class Registry:
             ancestor = spans.get(key)
             if ancestor is None:
                 return
-            ancestor.last_activity = max(ancestor.last_activity, at)
-            if ancestor.state == "hung" and ancestor.reason == "idle too long":
-                self._unflag(ancestor)
-            self._schedule(ancestor, ancestor.deadline_now())
+            self._touch(ancestor, at)
             key = ancestor.parent_key
+
+    def _touch(self, span: OpenSpan, at: float) -> None:
+        span.last_activity = max(span.last_activity, at)
+        if span.state == "hung" and span.reason == "idle too long":
+            self._unflag(span)
+        self._schedule(span, span.deadline_now())
 
     def _resync(self, process: ProcessRecord, starts: Sequence[SpanStart], now: float) -> None:
         """Make the process's open spans exactly ``starts``."""

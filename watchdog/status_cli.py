@@ -1,0 +1,303 @@
+"""``agents-watchdog status``: what is in flight on a running sidecar, as terminal tables.
+
+Reads ``GET /v1/processes`` and ``GET /v1/spans``. The exit code makes it a probe:
+
+- ``0`` all is well: every process is live, no span is hung or orphaned, no event loop
+  is blocked;
+- ``1`` something needs attention: a hung or orphaned span, a process unresponsive or
+  dead, or a blocked event loop;
+- ``2`` the status is unknown: the sidecar is unreachable, refused the request (a
+  missing or wrong token) or answered nonsense; or the command line was wrong.
+
+With ``--watch`` the tables refresh until interrupted, and the exit code is that of
+the last refresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from watchdog.incidents_cli import DEFAULT_URL
+
+__all__ = ["EXIT_ATTENTION", "EXIT_OK", "EXIT_UNKNOWN", "Status", "fetch_status", "run_status"]
+
+EXIT_OK: Final = 0
+EXIT_ATTENTION: Final = 1
+EXIT_UNKNOWN: Final = 2
+_STATE_ORDER: Final = {"hung": 0, "orphaned": 1, "open": 2}
+_STYLES: Final = {
+    "hung": "bold red",
+    "orphaned": "yellow",
+    "unresponsive": "bold red",
+    "dead": "bold red",
+    "live": "green",
+    "open": "",
+}
+
+
+class StatusUnavailable(Exception):
+    """The sidecar could not be asked, or refused; the message says why."""
+
+
+@dataclass
+class Status:
+    """One snapshot of a sidecar: its processes and its open, hung and orphaned spans."""
+
+    url: str
+    processes: list[dict[str, Any]]
+    spans: list[dict[str, Any]]
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.problems = problems_of(self.processes, self.spans)
+
+    @property
+    def exit_code(self) -> int:
+        """``EXIT_ATTENTION`` when anything needs attention, else ``EXIT_OK``."""
+        return EXIT_ATTENTION if self.problems else EXIT_OK
+
+    def json(self) -> dict[str, Any]:
+        """The snapshot as printed by ``--json``."""
+        return {
+            "url": self.url,
+            "ok": not self.problems,
+            "exit_code": self.exit_code,
+            "problems": self.problems,
+            "processes": self.processes,
+            "spans": self.spans,
+        }
+
+
+def problems_of(processes: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[str]:
+    """One line per thing that needs attention; empty when all is well."""
+    found = []
+    for process in processes:
+        who = f"{process['service']} (pid {process['pid']} on {process['host']})"
+        if process["state"] != "live":
+            found.append(f"process {who} is {process['state']}")
+        for loop in process["loops"]:
+            if loop["blocked"]:
+                found.append(
+                    f"event loop of {who} thread {loop['thread_id']} is blocked "
+                    f"({loop['lag_seconds']:.1f} s late)"
+                )
+    for span in spans:
+        if span["state"] != "open":
+            found.append(
+                f"{span['state']} {span['kind']} span {span['name']!r} in {span['service']} "
+                f"(pid {span['pid']}), open {span['age_seconds']:.1f} s"
+            )
+    return found
+
+
+def fetch_status(url: str, token: str | None, timeout: float = 10.0) -> Status:
+    """Ask the sidecar at ``url``; raises :class:`StatusUnavailable` when it cannot answer."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    bodies = []
+    try:
+        with httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False
+        ) as client:
+            for path in ("/v1/processes", "/v1/spans"):
+                response = client.get(path)
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+                if response.status_code != 200:
+                    detail = (
+                        f"{body.get('error')}: {body.get('detail')}"
+                        if isinstance(body, dict)
+                        else response.text[:200]
+                    )
+                    hint = (
+                        " (give --token or set AGENTS_WATCHDOG_TOKEN)"
+                        if response.status_code == 401
+                        else ""
+                    )
+                    raise StatusUnavailable(
+                        f"{path} answered {response.status_code}: {detail}{hint}"
+                    )
+                bodies.append(body)
+    except httpx.HTTPError as exc:
+        raise StatusUnavailable(f"cannot reach the sidecar at {url}: {exc}") from None
+    try:
+        return Status(url, list(bodies[0]["processes"]), list(bodies[1]["spans"]))
+    except (KeyError, TypeError) as exc:
+        raise StatusUnavailable(f"unexpected answer from {url}: {exc!r}") from None
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def _processes_table(processes: list[dict[str, Any]]) -> Table:
+    table = Table(title="Processes", title_justify="left", expand=False)
+    for name in ("SERVICE", "HOST", "PID", "STATE", "HEARTBEAT", "LOOP LAG"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "PID" else "left")
+    for name in ("OPEN", "HUNG", "ORPHANED"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for process in processes:
+        blocked = any(loop["blocked"] for loop in process["loops"])
+        state = Text(process["state"], style=_STYLES.get(process["state"], ""))
+        if blocked:
+            state.append(" loop blocked", style="bold magenta")
+        lag = process["loop_lag_seconds"]
+        table.add_row(
+            process["service"],
+            process["host"],
+            str(process["pid"]),
+            state,
+            _seconds(process["heartbeat_age_seconds"]) + " ago",
+            "-" if lag is None else f"{lag * 1000:.0f}ms",
+            str(process["open_spans"]),
+            Text(str(process["hung_spans"]), style="bold red" if process["hung_spans"] else ""),
+            str(process["orphaned_spans"]),
+        )
+    return table
+
+
+def _spans_table(spans: list[dict[str, Any]], limit: int) -> Table:
+    ordered = sorted(spans, key=lambda s: (_STATE_ORDER.get(s["state"], 3), -s["age_seconds"]))
+    # Every span that needs attention, then the oldest open ones up to ``limit``.
+    troubled = [s for s in ordered if s["state"] != "open"]
+    shown = troubled + [s for s in ordered if s["state"] == "open"][:limit]
+    counts = {state: sum(1 for s in spans if s["state"] == state) for state in _STATE_ORDER}
+    title = (
+        f"Spans: {counts['open'] + counts['hung']} open, {counts['hung']} hung, "
+        f"{counts['orphaned']} orphaned"
+    )
+    if len(shown) < len(spans):
+        title += f" (showing {len(shown)}: every one in trouble, then the oldest)"
+    table = Table(title=title, title_justify="left", expand=False)
+    for name in ("STATE", "SERVICE", "PID", "KIND", "NAME", "AGENT", "AGE", "THRESHOLD"):
+        table.add_column(
+            name, no_wrap=True, justify="right" if name in {"PID", "AGE", "THRESHOLD"} else "left"
+        )
+    table.add_column("REASON / SPAN", overflow="fold")
+    for span in shown:
+        style = _STYLES.get(span["state"], "")
+        table.add_row(
+            Text(span["state"], style=style),
+            span["service"],
+            str(span["pid"]),
+            span["kind"],
+            Text(span["name"], style=style),
+            span["agent"] or "-",
+            _seconds(span["age_seconds"]),
+            _seconds(span["threshold_seconds"]),
+            span["reason"] or span["span_id"],
+        )
+    return table
+
+
+def render(status: Status, limit: int) -> RenderableType:
+    """The snapshot as rich tables, with a verdict line last."""
+    parts: list[RenderableType] = []
+    if status.processes:
+        parts.append(_processes_table(status.processes))
+    else:
+        parts.append(Text("no app process has reported to this sidecar"))
+    if status.spans:
+        parts.append(_spans_table(status.spans, limit))
+    else:
+        parts.append(Text("no open spans"))
+    if status.problems:
+        verdict = Text(f"ATTENTION: {len(status.problems)} problem(s)\n", style="bold red")
+        for line in status.problems[:20]:
+            verdict.append(f"  - {line}\n")
+        if len(status.problems) > 20:
+            verdict.append(f"  ... and {len(status.problems) - 20} more\n")
+        parts.append(verdict)
+    else:
+        parts.append(Text("OK: all processes live, nothing hung", style="bold green"))
+    return Group(*parts)
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or captured: wide enough that names and ids are not cut.
+        console = Console(highlight=False, width=160)
+    return console
+
+
+def _snapshot(url: str, token: str | None) -> tuple[int, Status | None, str]:
+    try:
+        status = fetch_status(url, token)
+    except StatusUnavailable as exc:
+        return EXIT_UNKNOWN, None, str(exc)
+    return status.exit_code, status, ""
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the status once, or refresh it every ``args.watch`` seconds until
+    interrupted; returns the exit code described in this module's docstring."""
+    url = args.url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL
+    token = args.token or os.environ.get("AGENTS_WATCHDOG_TOKEN") or None
+    if args.limit < 0:
+        print("agents-watchdog: --limit must be 0 or more", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if args.watch is not None and args.watch <= 0:
+        print("agents-watchdog: --watch takes a positive number of seconds", file=sys.stderr)
+        return EXIT_UNKNOWN
+    console = _console()
+
+    def show(code: int, status: Status | None, error: str, live: Live | None) -> None:
+        if args.json:
+            body = status.json() if status else {"url": url, "exit_code": code, "error": error}
+            print(json.dumps(body, indent=None if args.watch else 2), flush=True)
+            return
+        if status is None:
+            if live is None:
+                print(f"agents-watchdog: {error}", file=sys.stderr, flush=True)
+                return
+            view: RenderableType = Text(f"agents-watchdog: {error}", style="bold red")
+        else:
+            view = render(status, args.limit)
+        if live is not None:
+            stamp = Text(f"{url} at {time.strftime('%H:%M:%S')}, every {args.watch:g}s (Ctrl-C)")
+            live.update(Group(stamp, view), refresh=True)
+        else:
+            console.print(view)
+
+    if args.watch is None:
+        code, status, error = _snapshot(url, token)
+        show(code, status, error, None)
+        return code
+    # Redrawn in place on a terminal; one snapshot after another when piped.
+    screen: contextlib.AbstractContextManager[Live | None] = (
+        Live(console=console, auto_refresh=False)
+        if console.is_terminal and not args.json
+        else contextlib.nullcontext()
+    )
+    code = EXIT_UNKNOWN
+    try:
+        with screen as live:
+            while True:
+                code, status, error = _snapshot(url, token)
+                show(code, status, error, live)
+                if live is None and not args.json:
+                    console.print()
+                time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return code
