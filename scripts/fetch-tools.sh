@@ -5,6 +5,7 @@
 #   prometheus               promtool: the deploy tests check and unit-test rules and dashboards
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive  # an install must never stop at a prompt
 mkdir -p .tools/debs
 packages=(prometheus-alertmanager prometheus)
 for package in "${packages[@]}"; do
