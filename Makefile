@@ -21,8 +21,8 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint  ## lint, then the whole test suite (slow scenarios included)
-	$(PY) -m pytest
+test: lint  ## lint, then the whole test suite (slow scenarios included), 3 workers
+	$(PY) -m pytest -n 3 --dist loadfile
 
 tools:  ## system tools some tests use for real (Debian packages unpacked into .tools/)
 	scripts/fetch-tools.sh

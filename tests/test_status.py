@@ -29,6 +29,13 @@ default = 600
 """
 
 
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some runners (pytest-xdist workers among them) export a narrow COLUMNS; the tables
+    # would then cut the names these tests look for.
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 @pytest.fixture(scope="module")
 def sidecar() -> Iterator[SidecarProcess]:
     with SidecarProcess(CONFIG, env={"AGENTS_WATCHDOG_TOKEN": TOKEN}) as process:
