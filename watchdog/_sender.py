@@ -66,6 +66,8 @@ START: Final = "start"
 END: Final = "end"
 # Short spans sent in full per send; beyond this they are sampled (see the docstring).
 SHORT_SAMPLE: Final = 64
+# Bound on the spans reported active per batch (kept across an outage until delivered).
+MAX_ACTIVE: Final = 100_000
 
 logger = logging.getLogger("watchdog.processor")
 
@@ -381,7 +383,7 @@ class Sender:
                     continue
                 # Short: note where it ran, and keep it if the sample takes it.
                 under = getattr(obj, "parent_id", None) or obj.trace_id
-                if under != getattr(obj, "span_id", None):
+                if under != getattr(obj, "span_id", None) and len(active) < MAX_ACTIVE:
                     active.add(under)
             except Exception:
                 # A span object we cannot read is skipped, never fatal.
@@ -491,7 +493,7 @@ class Sender:
             resync=self._snapshot() if resync else None,
             goodbye=goodbye,
             results=self._results,
-            active=[key[:MAX_ID_LENGTH] for key in list(self._active)[:100_000]],
+            active=[key[:MAX_ID_LENGTH] for key in self._active],
         )
         timeout = self.settings.request_timeout
         if self._stopping:
@@ -507,6 +509,7 @@ class Sender:
             self._failing = False
             logger.warning("agents-watchdog: sidecar at %s reachable again", self.settings.url)
         self._results = []
+        self._active.clear()  # delivered
         for command in reply.commands:
             self._results.append(execute(command, self._open))
         restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id
