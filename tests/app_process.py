@@ -41,17 +41,18 @@ async def nap(topic: str) -> str:
     return "rested"
 
 
+def model(client: AsyncOpenAI, script: str) -> OpenAIResponsesModel:
+    """A stand-in model that follows ``script``."""
+    return OpenAIResponsesModel(model=script, openai_client=client)
+
+
 async def hung_model_call(client: AsyncOpenAI) -> None:
     """A Coordinator whose Researcher sub-agent's model call never returns."""
-
-    def model(script: str) -> OpenAIResponsesModel:
-        return OpenAIResponsesModel(model=script, openai_client=client)
-
-    researcher = Agent(name="Researcher", instructions="x", model=model("standin:hang"))
+    researcher = Agent(name="Researcher", instructions="x", model=model(client, "standin:hang"))
     coordinator = Agent(
         name="Coordinator",
         instructions="x",
-        model=model("standin:tool=ask_researcher;reply=Briefing"),
+        model=model(client, "standin:tool=ask_researcher;reply=Briefing"),
         tools=[researcher.as_tool(tool_name="ask_researcher", tool_description="Ask.")],
     )
     print("running", flush=True)
@@ -67,15 +68,12 @@ async def two_runs(client: AsyncOpenAI) -> None:
         await asyncio.sleep(0.3)
         return "chunk"
 
-    def model(script: str) -> OpenAIResponsesModel:
-        return OpenAIResponsesModel(model=script, openai_client=client)
-
-    stuck = Agent(name="Stuck", instructions="x", model=model("standin:hang"))
+    stuck = Agent(name="Stuck", instructions="x", model=model(client, "standin:hang"))
     healthy = Agent(
         name="Healthy",
         instructions="x",
         tools=[fetch],
-        model=model("standin:" + "tool=fetch;" * 10 + "reply=Healthy"),
+        model=model(client, "standin:" + "tool=fetch;" * 10 + "reply=Healthy"),
     )
 
     async def guarded(agent: Agent[None], label: str) -> str:
@@ -107,7 +105,7 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
         quick = Agent(
             name="Quick",
             instructions="x",
-            model=OpenAIResponsesModel(model="standin:reply=ok", openai_client=client),
+            model=model(client, "standin:reply=ok"),
         )
         print("running", flush=True)
         await Runner.run(quick, "Go.")
@@ -117,9 +115,7 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
     agent = Agent(
         name="Cruncher",
         instructions="Crunch.",
-        model=OpenAIResponsesModel(
-            model=f"standin:tool={tool.name};reply=Done", openai_client=client
-        ),
+        model=model(client, f"standin:tool={tool.name};reply=Done"),
         tools=[tool],
     )
     async with abortable():
