@@ -59,7 +59,12 @@ action = "cancel"
     assert config.thresholds.by_kind["default"] == 45
     assert config.thresholds.resolve("trace", "wf")[:4] == (600.0, "alert", 3600.0, "warning")
     assert config.thresholds.rules == (Rule("function", "export_*", 900.0, "cancel"),)
-    assert config.thresholds.resolve("function", "export_pdf")[:4] == (900.0, "cancel", None, "warning")
+    assert config.thresholds.resolve("function", "export_pdf")[:4] == (
+        900.0,
+        "cancel",
+        None,
+        "warning",
+    )
     assert 900.0 in config.thresholds.edges() and 12.5 in config.thresholds.edges()
 
 

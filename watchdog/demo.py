@@ -57,9 +57,7 @@ url = "{url}"
 """
 
 RESEARCHER_SCRIPT = "standin:hang"
-COORDINATOR_SCRIPT = (
-    "standin:tool=check_facts*6;tool=ask_researcher;reply=Here is your briefing."
-)
+COORDINATOR_SCRIPT = "standin:tool=check_facts*6;tool=ask_researcher;reply=Here is your briefing."
 
 
 def say(text: str = "") -> None:
