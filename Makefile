@@ -27,13 +27,11 @@ test: lint  ## lint, then the whole test suite (slow scenarios included), 3 work
 tools:  ## system tools some tests use for real (Debian packages unpacked into .tools/)
 	scripts/fetch-tools.sh
 
-bench: $(STAMP)  ## benchmarks, full mode
-	$(PY) -m bench.processor_overhead
-	$(PY) -m bench.stack_capture
+bench: $(STAMP)  ## benchmarks, full mode (about 20 min): writes docs/performance.md
+	$(PY) -m bench
 
-bench-quick: $(STAMP)  ## benchmarks, smoke mode
-	$(PY) -m bench.processor_overhead --quick
-	$(PY) -m bench.stack_capture --quick
+bench-quick: $(STAMP)  ## benchmarks, smoke mode (under 2 min): each figure, its target, PASS/MISS
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache build dist

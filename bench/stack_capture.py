@@ -14,11 +14,12 @@ import logging
 import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 from agents.tracing import set_trace_processors
 
 from bench.processor_overhead import closed_port_url, hot_path_percentiles
+from bench.report import Figure, Section
 from watchdog._control import capture
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import MAX_STACK_LENGTH
@@ -50,21 +51,32 @@ def hung_task(depth: int) -> tuple[asyncio.AbstractEventLoop, Any, threading.Thr
     return holder["loop"], holder, thread, holder["thread_id"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure and print."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    args = parser.parse_args(argv)
-    rounds, calls = (3, 20_000) if args.quick else (9, 100_000)
+class Capture:
+    """What one capture costs and weighs, and hot-path percentiles with and without a
+    thread capturing stacks back to back."""
 
+    def __init__(self) -> None:
+        self.costs: list[int] = []
+        self.sizes: list[int] = []
+        self.quiet: list[tuple[float, float, float]] = []
+        self.busy: list[tuple[float, float, float]] = []
+
+    def median(self, busy: bool, index: int) -> float:
+        """Median over rounds of one percentile (0: p50, 1: p99, 2: p99.9), in ns."""
+        return statistics.median(r[index] for r in (self.busy if busy else self.quiet))
+
+
+def run(rounds: int, calls: int) -> Capture:
+    """Measure: 200 captures alone, then ``rounds`` of hot-path calls without and with
+    a capturing thread."""
+    result = Capture()
     loop, holder, thread, thread_id = hung_task(depth=60)
     info = (time.monotonic(), thread_id, holder["task"])
-    sizes, costs = [], []
     for _ in range(200):
         t0 = time.perf_counter_ns()
         text = capture(None, info)
-        costs.append(time.perf_counter_ns() - t0)
-        sizes.append(len(text.encode()))
+        result.costs.append(time.perf_counter_ns() - t0)
+        result.sizes.append(len(text.encode()))
 
     logging.getLogger("watchdog.processor").setLevel(logging.ERROR)  # the sidecar is absent
     processor = WatchdogProcessor(closed_port_url(), service="bench")
@@ -75,35 +87,78 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set():
             capture(None, info)
 
-    quiet: list[tuple[float, float, float]] = []
-    busy: list[tuple[float, float, float]] = []
     for _ in range(rounds):
-        quiet.append(hot_path_percentiles(processor, calls))
+        result.quiet.append(hot_path_percentiles(processor, calls))
         stop.clear()
         capturer = threading.Thread(target=capture_forever, name="capturer")
         capturer.start()
-        busy.append(hot_path_percentiles(processor, calls))
+        result.busy.append(hot_path_percentiles(processor, calls))
         stop.set()
         capturer.join()
-    processor.shutdown()
+    processor.shutdown(timeout=0.5)  # nothing listens: no goodbye to wait for
     loop.call_soon_threadsafe(holder["release"].set)
     thread.join(5)
+    return result
 
-    def median(results: list[tuple[float, float, float]], index: int) -> float:
-        return statistics.median(r[index] for r in results)
 
+METHOD: Final = """\
+A hung span's stacks are captured on the processor's sender thread, never on the
+app's. One capture of an asyncio task suspended 60 coroutines deep, plus its thread,
+is timed 200 times. Then the worst case for the app: a thread capturing stacks back to
+back (a real process captures once per hung span) while the app's thread makes
+single hot-path calls, against the same calls with no capture, interleaved round by
+round (medians over rounds)."""
+
+
+def measure(quick: bool) -> Section:
+    """The stack-capture section."""
+    # A thread capturing back to back slows each span the app's thread makes from
+    # microseconds to a few hundred (span creation gives up the GIL in uuid4, and
+    # getting it back waits on the capturer): fewer calls keep the run short.
+    rounds, calls = (2, 6_000) if quick else (9, 30_000)
+    result = run(rounds, calls)
+    section = Section("stack_capture", "Stack capture", METHOD)
+    section.add(
+        Figure(
+            "one capture, 60 coroutines deep",
+            statistics.median(result.costs) / 1000,
+            "us",
+            context=f"{max(result.sizes):,} bytes (bound {MAX_STACK_LENGTH:,})",
+            digits=0,
+        )
+    )
+    section.add(
+        Figure(
+            "hot-path call p99.9 while capturing back to back",
+            result.median(True, 2) / 1000,
+            "us",
+            50.0,
+            context=f"without capture {result.median(False, 2) / 1000:.1f} us; p50 "
+            f"{result.median(True, 0):,.0f} vs {result.median(False, 0):,.0f} ns",
+        )
+    )
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args(argv)
+    rounds, calls = (2, 6_000) if args.quick else (9, 30_000)
+    result = run(rounds, calls)
     print(
         f"one capture of a task 60 coroutines deep plus its thread: "
-        f"{statistics.median(costs) / 1000:,.0f} us median, {max(sizes):,} bytes "
+        f"{statistics.median(result.costs) / 1000:,.0f} us median, {max(result.sizes):,} bytes "
         f"(bound {MAX_STACK_LENGTH:,})"
     )
     print("hot-path call (ns) while another thread captures stacks back to back:")
     print(f"  {'':<22}{'p50':>8}{'p99':>8}{'p99.9':>9}")
-    for label, results in (("no capture", quiet), ("capturing", busy)):
-        print(f"  {label:<22}" + "".join(f"{median(results, i):>8,.0f}" for i in range(3)))
+    for label, busy in (("no capture", False), ("capturing", True)):
+        print(f"  {label:<22}" + "".join(f"{result.median(busy, i):>8,.0f}" for i in range(3)))
     print(
         "  ratio capturing/none: "
-        + " ".join(f"{median(busy, i) / median(quiet, i):.2f}" for i in range(3))
+        + " ".join(f"{result.median(True, i) / result.median(False, i):.2f}" for i in range(3))
         + " (p50 p99 p99.9)"
     )
     return 0

@@ -192,14 +192,14 @@ def test_sidecar_restart_mid_run_resyncs_exactly(
     sidecar = sidecar_factory(
         "[thresholds]\nresponse = 4\nfunction = 30\nagent = 30\nturn = 30\ntask = 30\ntrace = 30\n"
     )
-    watch(sidecar.url)
+    processor = watch(sidecar.url)
     run = AppRun(standin, coordinator_with_researcher(("hang",))).start()
     wait_until(lambda: standin.hanging == 1)
-    before = wait_until(
-        lambda: (
-            {s["span_id"]: s for s in spans(sidecar) if s["kind"] == "response"} and spans(sidecar)
-        )
-    )
+    # Everything up to the hang is delivered (the Coordinator's own model call ended,
+    # its end may still sit in the flush window), so the listing is what is open.
+    processor.force_flush()
+    before = spans(sidecar)
+    assert [s["agent"] for s in before if s["kind"] == "response"] == ["Researcher"]
     assert all(s["state"] == "open" for s in before)
 
     sidecar.kill()  # no goodbye, no flush: as if the pod's sidecar container crashed
@@ -212,7 +212,10 @@ def test_sidecar_restart_mid_run_resyncs_exactly(
 
     after = wait_until(same_spans, within=5)
     started = {s["span_id"]: s["started_at"] for s in before}
-    assert {s["span_id"]: s["started_at"] for s in after} == started  # original start times
+    # Original start times, not the restart's: equal up to the clock-offset estimate,
+    # which the new sidecar takes from its first few batches (their transit time).
+    for span in after:
+        assert abs(seconds_between(started[span["span_id"]], span["started_at"])) < 0.25
     # The response is flagged 4 s after it *started*, not 4 s after the restart.
     response = next(s for s in after if s["kind"] == "response")
     hung = sidecar.wait_for("span_hung", timeout=8)

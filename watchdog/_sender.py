@@ -209,6 +209,9 @@ class Sender:
         self._short: list[tuple[Any, OpenInfo, float]] = []
         self._short_seen = 0
         self._summarised = 0
+        # Spans the last resync told the sidecar about: whenever they end, the end is
+        # news, even for those started too recently to have been sent as started.
+        self._resynced: set[Any] = set()
         self._active: set[str] = set()
         self._results: list[CommandResult] = []
         self._probes = LoopProbes()
@@ -225,6 +228,11 @@ class Sender:
         self._stop_deadline = float("inf")
         self._endpoint = f"{settings.url}/v1/events"
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        # Set once the thread has made its first exchange, and with it the imports the
+        # HTTP client makes lazily (httpcore, h11, certifi, ...). A fork while it imports
+        # would leave the child an import lock held by a thread the child does not have:
+        # the child's own sender would wait on it forever. See processor.py.
+        self.warm = threading.Event()
 
     # -- called from the app's threads ----------------------------------------------
 
@@ -287,6 +295,7 @@ class Sender:
             # Last resort: the thread must not die noisily inside the app.
             logger.exception("[non-fatal] agents-watchdog sender stopped")
         finally:
+            self.warm.set()
             self._release_waiters(self._take_waiters())
 
     def _identity(self) -> ProcessInfo:
@@ -331,6 +340,7 @@ class Sender:
                 )
             ):
                 ok = self._send_all(client, goodbye=stopping)
+                self.warm.set()
                 self._release_waiters(waiters)
                 if stopping:
                     return
@@ -377,7 +387,8 @@ class Sender:
             obj = item[1]
             info = fresh.pop(obj, None)
             try:
-                if info is None:  # it was sent as started: its end is news
+                if info is None or obj in self._resynced:  # sent as started: its end is news
+                    self._resynced.discard(obj)
                     error = getattr(obj, "error", None) is not None
                     pending.append(SpanEnd(_span_id_of(obj), item[2], error))
                     continue
@@ -446,6 +457,7 @@ class Sender:
         # dict.copy() runs in C without releasing the GIL: a consistent snapshot even
         # while the app's threads start and end spans.
         opened = self._open.copy()
+        self._resynced = set(opened)
         snapshot = []
         for obj, info in opened.items():
             try:

@@ -242,7 +242,16 @@ def _reset_processors_in_child() -> None:
         processor._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_reset_processors_in_child)
+def _let_senders_finish_importing() -> None:
+    # Once per sender, for at most one exchange: a fork in the middle of its first one
+    # would hand the child an import lock that no thread of the child will release.
+    for processor in list(_FORK_CHILDREN):
+        sender = processor._sender
+        if sender is not None:
+            sender.warm.wait(sender.settings.request_timeout + 1.0)
+
+
+os.register_at_fork(before=_let_senders_finish_importing, after_in_child=_reset_processors_in_child)
 
 _installed: WatchdogProcessor | None = None
 _install_lock = threading.Lock()

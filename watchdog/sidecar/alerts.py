@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,8 +39,15 @@ ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 Status = Literal["firing", "resolved"]
 
 
+# The years 1 to 9999, which is all datetime (and RFC 3339) can write.
+_EARLIEST: Final = -62_135_596_800.0
+_LATEST: Final = 253_402_300_799.0
+
+
 def iso(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds, as Alertmanager writes it."""
+    """RFC 3339 UTC with milliseconds, as Alertmanager writes it. Times an app made
+    up (a span that starts in the year 40000) are written as the nearest one there is."""
+    seconds = min(max(seconds, _EARLIEST), _LATEST) if not math.isnan(seconds) else 0.0
     return (
         datetime.fromtimestamp(seconds, UTC)
         .isoformat(timespec="milliseconds")

@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
@@ -29,9 +29,10 @@ from watchdog.sidecar.alerts import AlertBook, iso
 from watchdog.sidecar.commands import CommandQueue
 from watchdog.sidecar.config import KINDS, Config
 from watchdog.sidecar.detector import Detector
-from watchdog.sidecar.identity import is_alive, verify_credentials, verify_peer
+from watchdog.sidecar.identity import SocketTable, is_alive, verify_credentials
 from watchdog.sidecar.incidents import IncidentLog, IncidentStore, StoreUnavailable
 from watchdog.sidecar.learning import DurationLearner, threshold_rows
+from watchdog.sidecar.limits import Admission
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.loops import LoopWatch
 from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
@@ -185,12 +186,17 @@ class Sidecar:
                     self.stacks,
                     self.ladder,
                     self.loop_watch,
+                    self.commands,
                 ],
                 self._listener_failed,
             ),
             clock=clock,
             learner=self.learner,
+            max_open_spans=config.limits.max_open_spans,
+            refused=self.ingest_stats.rejected,
         )
+        self.admission = Admission(config.limits, self.registry)
+        self.socket_table = SocketTable()
         self.ladder.registry = self.registry
         self.detector: Detector | None = None
         self.metrics = CollectorRegistry(auto_describe=False)
@@ -298,6 +304,15 @@ class Sidecar:
                         continue
                 if process.status == "live" and silent > settings.unresponsive_after * interval:
                     registry.mark_unresponsive(process, now)
+                elif (
+                    process.status == "unresponsive"
+                    and not process.spans
+                    and silent > settings.orphan_retention
+                ):
+                    # Gone without a goodbye, and nothing of it to watch: whether it died
+                    # cannot be known (another host, or an unproven pid), so it is
+                    # forgotten like the dead. If it speaks again, it simply rejoins.
+                    registry.forget(process.info.instance_id, now)
 
     async def _restore_learned(self) -> None:
         path = self.config.learning.path
@@ -382,30 +397,48 @@ class Sidecar:
                     413, "too_large", f"body of {declared} bytes exceeds the limit of {limit}"
                 )
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, "too_large", f"body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
+        timeout = self.config.limits.request_timeout
+        try:
+            # A body trickled in slowly must not hold a connection (and a task) forever.
+            async with asyncio.timeout(timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise RequestRejected(
+                            413, "too_large", f"body exceeds the limit of {limit} bytes"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestRejected(
+                408, "request_timeout", f"the body did not arrive within {timeout:g} s"
+            ) from None
+        except ClientDisconnect:
+            # Nobody is left to answer; counted all the same, and no traceback in the log.
+            raise RequestRejected(
+                400, "client_disconnected", f"the client left after {size} bytes of the body"
+            ) from None
         return b"".join(chunks)
 
     def _rejected(self, exc: RequestRejected, request: Request) -> JSONResponse:
         self.ingest_stats.rejected[exc.reason] += 1
+        self._log_rejection(exc.reason, exc.detail, request)
+        return _error(exc.status, exc.reason, exc.detail)
+
+    def _log_rejection(self, reason: str, detail: str, request: Request) -> None:
         now = time.monotonic()
         # One line per reason per minute: a misconfigured app must not flood the log.
-        if now - self._rejections_logged.get(exc.reason, -_REJECTION_LOG_INTERVAL) >= (
+        if now - self._rejections_logged.get(reason, -_REJECTION_LOG_INTERVAL) >= (
             _REJECTION_LOG_INTERVAL
         ):
-            self._rejections_logged[exc.reason] = now
+            self._rejections_logged[reason] = now
             log_event(
                 logging.WARNING,
                 "request_rejected",
-                reason=exc.reason,
-                detail=exc.detail,
+                reason=reason,
+                detail=detail,
                 path=request.url.path,
                 client=request.client.host if request.client else None,
             )
-        return _error(exc.status, exc.reason, exc.detail)
 
     async def ingest(self, request: Request) -> Response:
         """``POST /v1/events``: apply a batch from an app's processor."""
@@ -428,8 +461,19 @@ class Sidecar:
                 raise RequestRejected(
                     400 if reason == "malformed_json" else 422, reason, str(exc)
                 ) from None
+            if self.registry.is_stale(batch):
+                raise RequestRejected(
+                    409,
+                    "stale_batch",
+                    "sent before a batch already applied from this process (a late request); "
+                    "its content has been sent again since",
+                )
+            refusal = self.admission.check(batch, self.registry.clock())
+            if refusal is not None:
+                raise RequestRejected(429, refusal.reason, refusal.detail)
         except RequestRejected as exc:
             return self._rejected(exc, request)
+        refused = self.ingest_stats.rejected["open_span_limit"]
         if batch.results:
             # Before the events: a cancel's result precedes the span end it caused.
             self.commands.deliver(batch.results)
@@ -441,6 +485,14 @@ class Sidecar:
             logging.getLogger("watchdog.sidecar").exception("ingest_failed")
             self.ingest_stats.rejected["internal_error"] += 1
             return _error(500, "internal_error", "the sidecar failed to apply this batch")
+        if self.ingest_stats.rejected["open_span_limit"] != refused:
+            limit = self.config.limits.max_open_spans
+            self._log_rejection(
+                "open_span_limit",
+                f"span starts refused: {batch.process.service} (pid {batch.process.pid}) "
+                f"has {limit} spans open (limits.max_open_spans)",
+                request,
+            )
         received = len(batch.events) + len(batch.resync or ())
         if received:
             self.ingest_stats.received[batch.process.service] += received
@@ -468,6 +520,7 @@ class Sidecar:
 
     async def _verify(self, process: Any, request: Request) -> None:
         """Prove (or not) that the claimed pid owns this connection; off the loop."""
+        opened_before = time.monotonic()  # the request came in on it
         credentials = request.scope.get("extensions", {}).get("peer_credentials")
         if credentials is not None:
             # A Unix socket: the kernel itself says who is on the other end.
@@ -475,8 +528,8 @@ class Sidecar:
         else:
             client = (request.client.host, request.client.port) if request.client else None
             server = request.scope.get("server")
-            verified, why = await asyncio.to_thread(
-                verify_peer, process.info, client, tuple(server) if server else None
+            verified, why = await self.socket_table.verify(
+                process.info, client, tuple(server) if server else None, opened_before
             )
         process.verified, process.verify_note = verified, why
         log_event(

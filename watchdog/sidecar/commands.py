@@ -7,15 +7,17 @@ import logging
 from collections.abc import Callable
 
 from watchdog.protocol import Command, CommandResult
+from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener
 
 __all__ = ["CommandQueue"]
 
 logger = logging.getLogger("watchdog.sidecar")
 
 
-class CommandQueue:
+class CommandQueue(RegistryListener):
     """Commands are handed over in the reply to a process's next batch; its results come
-    back in a later batch and go to the callback given when the command was issued."""
+    back in a later batch and go to the callback given when the command was issued.
+    A process that leaves or dies takes its undelivered commands with it."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[Command]] = {}
@@ -56,6 +58,19 @@ class CommandQueue:
     def pending(self, ident: int) -> bool:
         """True while no result has come back for command ``ident``."""
         return ident in self._handlers
+
+    def process_left(self, process: ProcessRecord, now: float) -> None:
+        """Nothing will take this process's commands any more."""
+        self.forget(process.info.instance_id)
+
+    def process_died(self, process: ProcessRecord, orphans: list[OpenSpan], now: float) -> None:
+        """Nothing will take this process's commands any more."""
+        self.forget(process.info.instance_id)
+
+    def forget(self, instance_id: str) -> None:
+        """Drop the commands waiting for this process, and their callbacks."""
+        for command in self._waiting.pop(instance_id, []):
+            self._handlers.pop(command.id, None)
 
     def abandon(self, ident: int) -> None:
         """Stop waiting for a result (it will be ignored if it comes)."""

@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LearningConfig",
+    "LimitsConfig",
     "Rule",
     "Resolved",
     "ServerConfig",
@@ -266,6 +267,27 @@ class LearningConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """``[limits]``: what one client, or all of them, may cost the sidecar.
+
+    Past a limit the sidecar refuses with a clear 4xx/503 and counts the refusal in
+    ``events_rejected_total{reason}``; what it already holds stays as it was.
+    """
+
+    max_processes: int = 10_000  # process records: live, unresponsive, dead (retained)
+    max_open_spans: int = 100_000  # per process; span starts past it are refused
+    # Per process, sustained; a burst of RATE_BURST_SECONDS' worth passes at once.
+    max_events_per_second: float = 100_000.0
+    max_connections: int = 4096  # open at once; requests past it get 503
+    request_timeout: float = 10.0  # seconds a client may take to send one whole request
+
+
+# How many seconds of max_events_per_second a process may send at once: a processor
+# back from an outage sends what it kept (65,536 events by default) in one go.
+RATE_BURST_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True)
 class IncidentConfig:
     """``[incidents]``: the SQLite incident history."""
 
@@ -294,6 +316,7 @@ class Config:
     abort: AbortConfig = field(default_factory=AbortConfig)
     processes: ProcessConfig = field(default_factory=ProcessConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = "defaults"
 
 
@@ -304,15 +327,21 @@ def _seconds(key: str, value: object) -> float:
             value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits (TOML allows any size)
+        number = math.inf
     if not (math.isfinite(number) and number > 0):
         raise ConfigError(key, f"expected a number of seconds > 0, got {value!r}")
     return number
 
 
 def _int(key: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        # Environment variables arrive as text; a bad one is reported below as-is
+        # (isdigit() alone would let "²" through to int()).
+        with contextlib.suppress(ValueError):
+            value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(key, f"expected an integer from {low} to {high}, got {value!r}")
     return value
@@ -536,10 +565,11 @@ def load_config(
             "abort",
             "processes",
             "learning",
+            "limits",
         },
     )
     sections = ("server", "thresholds", "max_duration", "alerting", "incidents", "abort")
-    for key in (*sections, "processes", "learning"):
+    for key in (*sections, "processes", "learning", "limits"):
         data[key] = dict(_table(key, data.get(key, {})))
     _overlay_env(data, environ)
     for key, value in (overrides or {}).items():
@@ -562,8 +592,51 @@ def load_config(
         abort=_abort(data["abort"]),
         processes=_processes(data["processes"]),
         learning=_learning(data["learning"], incidents.path),
+        limits=_limits(data["limits"]),
         source=source,
     )
+
+
+def _limits(raw: Mapping[str, object]) -> LimitsConfig:
+    _reject_unknown(
+        "limits",
+        raw,
+        {
+            "max_processes",
+            "max_open_spans",
+            "max_events_per_second",
+            "max_connections",
+            "request_timeout",
+        },
+    )
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_processes=_int(
+            "limits.max_processes", raw.get("max_processes", d.max_processes), 1, 10_000_000
+        ),
+        max_open_spans=_int(
+            "limits.max_open_spans", raw.get("max_open_spans", d.max_open_spans), 1, 100_000_000
+        ),
+        max_events_per_second=_rate(
+            "limits.max_events_per_second",
+            raw.get("max_events_per_second", d.max_events_per_second),
+        ),
+        max_connections=_int(
+            "limits.max_connections", raw.get("max_connections", d.max_connections), 1, 1_000_000
+        ),
+        request_timeout=_seconds(
+            "limits.request_timeout", raw.get("request_timeout", d.request_timeout)
+        ),
+    )
+
+
+def _rate(key: str, value: object) -> float:
+    try:
+        return _seconds(key, value)
+    except ConfigError:
+        raise ConfigError(
+            key, f"expected a number of events per second > 0, got {value!r}"
+        ) from None
 
 
 def _learning(raw: Mapping[str, object], incident_path: str) -> LearningConfig:

@@ -10,15 +10,22 @@ Never pid 1 or below, never the sidecar itself.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import math
 import os
 import signal
+import time
+from collections.abc import Callable
 
 import psutil
 
 from watchdog.protocol import ProcessInfo
 
-__all__ = ["is_alive", "send_signal", "verify_credentials", "verify_peer"]
+__all__ = ["SocketTable", "is_alive", "send_signal", "verify_credentials", "verify_peer"]
+
+# (client ip, client port, server port) -> pids owning that client end
+Owners = dict[tuple[str, int, int], set[int]]
 
 # Clock granularity of /proc start times (jiffies) plus float rounding.
 _CREATE_TIME_TOLERANCE = 0.05
@@ -30,26 +37,100 @@ def verify_peer(
     """Check that ``info.pid`` owns the client end of the connection ``client`` →
     ``server``; returns (verified, why). Runs a scan of the socket table: call it off
     the event loop."""
-    if client is None or server is None:
-        return False, "the connection's addresses are unknown"
+    problem = _peer_problem(info, client, server)
+    if problem is not None:
+        return False, problem
+    assert client is not None and server is not None
     try:
-        if not ipaddress.ip_address(client[0]).is_loopback:
-            return False, f"the process connects from {client[0]}, another host"
-    except ValueError:
-        return False, f"unrecognised client address {client[0]!r}"
-    try:
-        connections = psutil.net_connections(kind="tcp")
+        owners = read_owners().get((client[0], client[1], server[1]), set())
     except psutil.Error as exc:
         return False, f"cannot read the socket table: {exc}"
-    owners: set[int] = {
-        conn.pid
-        for conn in connections
-        if conn.pid is not None
-        and conn.laddr
-        and conn.raddr
-        and (conn.laddr.ip, conn.laddr.port) == (client[0], client[1])
-        and conn.raddr.port == server[1]
-    }
+    return _owned_by(info, owners)
+
+
+def _peer_problem(
+    info: ProcessInfo, client: tuple[str, int] | None, server: tuple[str, int] | None
+) -> str | None:
+    """Why the connection cannot be this process's, before any scan; None if it may be."""
+    if client is None or server is None:
+        return "the connection's addresses are unknown"
+    try:
+        if not ipaddress.ip_address(client[0]).is_loopback:
+            return f"the process connects from {client[0]}, another host"
+    except ValueError:
+        return f"unrecognised client address {client[0]!r}"
+    if info.pid <= 0 or not psutil.pid_exists(info.pid):
+        # Cheap, and spares a scan of the socket table for an identity made up.
+        return f"pid {info.pid} does not exist here"
+    return None
+
+
+def read_owners() -> Owners:
+    """The kernel's TCP socket table: who owns each client end. Scans every TCP socket
+    on the host (milliseconds, more with many connections): call it off the event loop."""
+    owners: Owners = {}
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.pid is not None and conn.laddr and conn.raddr:
+            key = (conn.laddr.ip, conn.laddr.port, conn.raddr.port)
+            owners.setdefault(key, set()).add(conn.pid)
+    return owners
+
+
+class SocketTable:
+    """The socket table, read at most once at a time and shared by every check that
+    waits for it.
+
+    One scan per new process would let a burst of new processes — a fleet restarting,
+    or a client inventing identities — keep the sidecar busy scanning. Here at most one
+    scan runs at a time, and each serves every check for a connection that was already
+    open when the scan began. Used from the event loop only.
+    """
+
+    def __init__(
+        self, read: Callable[[], Owners] = read_owners, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._read = read
+        self._clock = clock
+        self._owners: Owners = {}
+        self._taken_at = -math.inf
+        self._scan: asyncio.Task[None] | None = None
+        self.scans = 0
+
+    async def verify(
+        self,
+        info: ProcessInfo,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        opened_before: float,
+    ) -> tuple[bool, str]:
+        """:func:`verify_peer`, for a connection open since ``opened_before`` (on this
+        table's clock), answered from a scan that began after that."""
+        problem = _peer_problem(info, client, server)
+        if problem is not None:
+            return False, problem
+        assert client is not None and server is not None
+        try:
+            while self._taken_at < opened_before:
+                if self._scan is None:
+                    self._scan = asyncio.get_running_loop().create_task(self._refresh())
+                # Shielded: a check that is cancelled must not cancel the others' scan.
+                await asyncio.shield(self._scan)
+        except psutil.Error as exc:
+            return False, f"cannot read the socket table: {exc}"
+        owners = self._owners.get((client[0], client[1], server[1]), set())
+        return await asyncio.to_thread(_owned_by, info, owners)
+
+    async def _refresh(self) -> None:
+        started = self._clock()
+        try:
+            self._owners = await asyncio.to_thread(self._read)
+            self._taken_at = started
+            self.scans += 1
+        finally:
+            self._scan = None
+
+
+def _owned_by(info: ProcessInfo, owners: set[int]) -> tuple[bool, str]:
     if not owners:
         return False, "no visible process owns the connection (missing permission?)"
     if owners != {info.pid}:

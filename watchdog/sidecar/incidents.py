@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 import logging
 import os
@@ -126,7 +127,11 @@ class IncidentStore:
         if directory:
             if os.path.exists(directory) and not os.path.isdir(directory):
                 raise NotADirectoryError(f"{directory} exists and is not a directory")
-            os.makedirs(directory, exist_ok=True)
+            # Owner-only when created here: incidents hold stacks and names of the apps.
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                # SQLite would only say "unable to open database file".
+                raise OSError(errno.EROFS, f"{directory} is on a read-only file system")
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -186,7 +186,8 @@ class WatchdogCollector(Collector):
         )
         yield _counter(
             PREFIX + "events_rejected",
-            "Requests to the ingest endpoint refused, by reason.",
+            "Requests to the ingest endpoint refused, by reason (for open_span_limit: span "
+            "starts refused past limits.max_open_spans).",
             ["reason"],
             self.ingest.rejected,
         )

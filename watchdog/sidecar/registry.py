@@ -13,12 +13,13 @@ popped, and the heap is rebuilt when they outnumber live entries.
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
+
+import msgspec
 
 from watchdog.protocol import Batch, Heartbeat, LoopReport, ProcessInfo, SpanEnd, SpanStart
 from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
@@ -34,71 +35,67 @@ INF: Final = math.inf
 # otherwise make a parent cycle.
 MAX_DEPTH: Final = 64
 _RESOLVE_CACHE_SIZE: Final = 4096
+_STRING_CACHE_SIZE: Final = 8192
 
 
-class OpenSpan:
-    """A span the sidecar believes is open. Times are on the sidecar's monotonic clock."""
+class OpenSpan(msgspec.Struct, gc=False, eq=False):
+    """A span the sidecar believes is open. Times are on the sidecar's monotonic clock.
 
-    __slots__ = (
-        "action",
-        "container",
-        "deadline",
-        "flagged_at",
-        "kind",
-        "last_activity",
-        "learns",
-        "max_duration",
-        "name",
-        "open_children",
-        "parent_key",
-        "process",
-        "reason",
-        "severity",
-        "span_id",
-        "stack",
-        "stack_source",
-        "started",
-        "state",
-        "task_id",
-        "thread_id",
-        "threshold",
-        "trace_id",
-    )
+    Built by the registry only (see :meth:`Registry._start`). Instances are invisible
+    to Python's cyclic garbage collector (``gc=False``): with a million spans open, a
+    full collection that walked them all would stop the sidecar for half a second and
+    more, detection included. The one cycle a span is part of (its process holds it,
+    it holds its process) is broken by the registry whenever a span or a process goes,
+    so reference counting alone frees them. Settings shared by every span of a
+    kind and name (action, severity, max duration) are read from ``resolved``.
+    """
 
-    def __init__(
-        self,
-        process: ProcessRecord,
-        start: SpanStart,
-        started: float,
-        resolved: Resolved,
-        threshold: float | None = None,
-    ) -> None:
-        self.process = process
-        self.span_id = start.span_id
-        self.trace_id = start.trace_id
-        self.kind = start.kind
-        self.name = start.name
-        self.parent_key = start.parent_id or (start.trace_id if start.kind != "trace" else None)
-        self.container = start.kind in CONTAINER_KINDS
-        self.started = started
-        self.threshold = resolved.threshold if threshold is None else threshold
-        # Under a `threshold = "auto"` rule its duration teaches the learner.
-        self.learns = resolved.auto is not None
-        self.action: Action = resolved.action
-        self.max_duration = resolved.max_duration
-        self.severity = resolved.severity
-        self.thread_id = start.thread_id
-        self.task_id = start.task_id
-        self.last_activity = started
-        self.open_children = 0
-        self.state: SpanState = "open"
-        self.reason: HungReason | None = None
-        self.flagged_at: float | None = None
-        # The deadline of this span's one live heap entry; None when it has none.
-        self.deadline: float | None = None
-        # Where it is stuck, once captured (see stacks.py): the text and where from.
-        self.stack: str | None = None
-        self.stack_source: str | None = None
+    process: ProcessRecord
+    span_id: str
+    trace_id: str
+    kind: str
+    name: str
+    parent_key: str | None
+    container: bool
+    started: float
+    threshold: float
+    resolved: Resolved
+    thread_id: int
+    task_id: int | None
+    last_activity: float
+    open_children: int = 0
+    state: SpanState = "open"
+    reason: HungReason | None = None
+    flagged_at: float | None = None
+    # The deadline of this span's one live heap entry; None when it has none.
+    deadline: float | None = None
+    # Where it is stuck, once captured (see stacks.py): the text and where from.
+    stack: str | None = None
+    stack_source: str | None = None
+
+    @property
+    def action(self) -> Action:
+        """What to do when it hangs (the matching rule's ``action``)."""
+        return self.resolved.action
+
+    @property
+    def severity(self) -> str:
+        """The alert severity (the matching rule's ``severity``)."""
+        return self.resolved.severity
+
+    @property
+    def max_duration(self) -> float | None:
+        """For a container, the whole-span deadline in seconds (None: none)."""
+        return self.resolved.max_duration
+
+    @property
+    def learns(self) -> bool:
+        """Under a ``threshold = "auto"`` rule its duration teaches the learner."""
+        return self.resolved.auto is not None
+
+    def __lt__(self, other: OpenSpan) -> bool:
+        # Heap entries are (deadline, span): spans due at the same time are equals.
+        return False
 
     @property
     def key(self) -> str:
@@ -139,6 +136,7 @@ class ProcessRecord:
         "info",
         "died_at",
         "last_seen",
+        "last_sent",
         "loops",
         "offset",
         "orphans",
@@ -161,6 +159,8 @@ class ProcessRecord:
         self.spans_by_kind: dict[str, dict[str, OpenSpan]] = {}
         self.hung: dict[str, int] = {}
         self.last_seen = now
+        # The app's clock reading on its latest batch applied: an earlier one is stale.
+        self.last_sent = -1.0
         self.offset = 0.0
         self._offset_samples: deque[float] = deque(maxlen=8)
         self.heartbeat_interval = 1.0
@@ -194,6 +194,7 @@ class ProcessRecord:
         self._offset_samples.append(now - sent_at)
         self.offset = min(self._offset_samples)
         self.last_seen = now
+        self.last_sent = sent_at
         self.heartbeat_interval = heartbeat.interval
         self.wall_minus_mono = heartbeat.wall_minus_mono
         self.open_reported = heartbeat.open_spans
@@ -249,8 +250,13 @@ class Registry:
         listener: RegistryListener | None = None,
         clock: Callable[[], float] | None = None,
         learner: DurationLearner | None = None,
+        max_open_spans: int = 100_000,
+        refused: Counter[str] | None = None,
     ) -> None:
         self.thresholds = thresholds
+        # Per process; starts past it are refused and counted in ``refused`` by reason.
+        self.max_open_spans = max_open_spans
+        self.refused: Counter[str] = Counter() if refused is None else refused
         self.learner = learner
         self.listener = listener or RegistryListener()
         self.clock = clock or time.monotonic
@@ -258,9 +264,19 @@ class Registry:
         # Short spans the apps summarised instead of sending, by service (a counter).
         self.summarised: Counter[str] = Counter()
         self.open_count = 0
-        self._heap: list[tuple[float, int, OpenSpan]] = []
-        self._seq = itertools.count()
+        # (deadline, span): no tie-breaking counter, spans due together compare equal.
+        self._heap: list[tuple[float, OpenSpan]] = []
         self._resolved: dict[tuple[str, str], Resolved] = {}
+        # Spans started by the batch being applied, scheduled once it is in.
+        self._started: list[OpenSpan] = []
+        # One copy of each kind and name in use (bounded: names come from apps).
+        self._strings: dict[str, str] = {}
+
+    def __del__(self) -> None:
+        # Each process and its spans hold each other, a cycle the garbage collector
+        # cannot see through spans (see OpenSpan): break it when the registry goes.
+        for process in getattr(self, "processes", {}).values():
+            process.spans, process.spans_by_kind, process.orphans = {}, {}, []
 
     # -- ingest -----------------------------------------------------------------------
 
@@ -294,20 +310,23 @@ class Registry:
         if process.status == "unresponsive":
             process.status = "live"
             self.listener.process_responsive(process, now)
-        for event in batch.events:
-            if type(event) is SpanStart:
-                self._start(process, event)
-            else:
-                assert type(event) is SpanEnd
-                self._end(process, event, now)
-        for key in batch.active:
-            # Short spans ran under it (summarised, not sent): that is activity.
-            span = process.spans.get(key)
-            if span is not None:
-                self._touch(span, now)
-                self._touch_ancestors(span, now)
-        if batch.resync is not None:
-            self._resync(process, batch.resync, now)
+        try:
+            for event in batch.events:
+                if type(event) is SpanStart:
+                    self._start(process, event)
+                else:
+                    assert type(event) is SpanEnd
+                    self._end(process, event, now)
+            for key in batch.active:
+                # Short spans ran under it (summarised, not sent): that is activity.
+                span = process.spans.get(key)
+                if span is not None:
+                    self._touch(span, now)
+                    self._touch_ancestors(span, now)
+            if batch.resync is not None:
+                self._resync(process, batch.resync, now)
+        finally:
+            self._schedule_started()
         if batch.goodbye:
             self._forget(process, now)
         return wants_resync
@@ -325,23 +344,93 @@ class Registry:
         """The kind/name pairs resolved lately (bounded), for listing thresholds."""
         return list(self._resolved)
 
+    def is_stale(self, batch: Batch) -> bool:
+        """True for a batch sent before the latest one applied from its process: a
+        request that arrived late, whose sender gave up on it and has since sent its
+        content again. Applying it would bring back spans that have ended since."""
+        process = self.processes.get(batch.process.instance_id)
+        return process is not None and batch.sent_at < process.last_sent
+
     def _start(self, process: ProcessRecord, event: SpanStart) -> None:
         if event.span_id in process.spans:
             return  # a duplicate start (a resent batch) changes nothing
+        if len(process.spans) >= self.max_open_spans:
+            self.refused["open_span_limit"] += 1
+            return
         resolved = self._resolve(event.kind, event.name)
-        threshold = None
+        threshold = resolved.threshold
         if resolved.auto is not None and self.learner is not None:
             threshold = self.learner.threshold(event.kind, event.name, resolved).threshold
         started = event.started + process.offset
-        span = OpenSpan(process, event, started, resolved, threshold)
-        process.spans[span.span_id] = span
-        process.spans_by_kind.setdefault(span.kind, {})[span.span_id] = span
+        spans = process.spans
+        # Each decoded event brings its own copies of strings and numbers that many
+        # spans share; keeping one copy of each is most of what an open span weighs.
+        strings = self._strings
+        if len(strings) >= _STRING_CACHE_SIZE:
+            strings.clear()
+        kind, name = (
+            strings.setdefault(event.kind, event.kind),
+            strings.setdefault(event.name, event.name),
+        )
+        span_id, trace_id, thread_id, task_id = (
+            event.span_id,
+            event.trace_id,
+            event.thread_id,
+            event.task_id,
+        )
+        if kind == "trace":
+            if trace_id == span_id:
+                trace_id = span_id  # the same text: keep one string, not two
+            parent_key = event.parent_id
+        else:
+            trace = spans.get(trace_id)
+            if trace is not None:
+                trace_id = trace.span_id
+            parent_key = event.parent_id or trace_id
+        parent = spans.get(parent_key) if parent_key else None
+        if parent is not None:
+            parent_key = parent.span_id
+            if parent.thread_id == thread_id:
+                thread_id = parent.thread_id
+            if parent.task_id == task_id:
+                task_id = parent.task_id
+        span = OpenSpan(
+            process,
+            span_id,
+            trace_id,
+            kind,
+            name,
+            parent_key,
+            kind in CONTAINER_KINDS,
+            started,
+            threshold,
+            resolved,
+            thread_id,
+            task_id,
+            started,
+        )
+        spans[span_id] = span
+        by_kind = process.spans_by_kind.get(kind)
+        if by_kind is None:
+            by_kind = process.spans_by_kind[kind] = {}
+        by_kind[span_id] = span
         self.open_count += 1
-        parent = process.spans.get(span.parent_key) if span.parent_key else None
         if parent is not None:
             parent.open_children += 1
         self._touch_ancestors(span, started)
-        self._schedule(span, span.deadline_now())
+        self._started.append(span)
+
+    def _schedule_started(self) -> None:
+        """Give the spans started by this batch their deadlines, now that it is applied.
+
+        Nothing can be flagged in between (the detector runs on the same loop), and by
+        now most short spans have ended and most containers have open children (no
+        deadline while so): neither costs a heap entry, which is the bulk of the heap's
+        work and memory."""
+        started, self._started = self._started, []
+        for span in started:
+            if span.state == "open" and span.process.spans.get(span.span_id) is span:
+                self._schedule(span, span.deadline_now())
 
     def _end(self, process: ProcessRecord, event: SpanEnd, now: float) -> None:
         span = process.spans.get(event.span_id)
@@ -382,7 +471,16 @@ class Registry:
             ancestor = spans.get(key)
             if ancestor is None:
                 return
-            self._touch(ancestor, at)
+            if (
+                ancestor.open_children
+                and ancestor.state == "open"
+                and (not ancestor.container or ancestor.resolved.max_duration is None)
+            ):
+                # Waiting on open children: not due before they are, so only its
+                # activity changes (the usual case, kept cheap: it runs per event).
+                ancestor.last_activity = max(ancestor.last_activity, at)
+            else:
+                self._touch(ancestor, at)
             key = ancestor.parent_key
 
     def _touch(self, span: OpenSpan, at: float) -> None:
@@ -452,6 +550,9 @@ class Registry:
             self.listener.span_ended(span, None, now)
         del self.processes[process.info.instance_id]
         self.listener.process_left(process, now)
+        # Orphans hold their process and it holds them: a cycle the garbage collector
+        # cannot see through spans (see OpenSpan), so it is broken here.
+        process.orphans = []
 
     # -- deadlines --------------------------------------------------------------------
 
@@ -461,19 +562,19 @@ class Registry:
         if span.deadline is not None and span.deadline <= deadline:
             return  # the live entry comes due first and will re-examine the span
         span.deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), span))
+        heapq.heappush(self._heap, (deadline, span))
         if len(self._heap) > 4 * self.open_count + 1024:
             self._compact()
 
     def _compact(self) -> None:
         """Drop entries of spans that ended or were rescheduled: O(n), amortised."""
-        self._heap = [entry for entry in self._heap if entry[2].deadline == entry[0]]
+        self._heap = [entry for entry in self._heap if entry[1].deadline == entry[0]]
         heapq.heapify(self._heap)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which some span may become hung, or None."""
         heap = self._heap
-        while heap and heap[0][2].deadline != heap[0][0]:
+        while heap and heap[0][1].deadline != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -483,7 +584,7 @@ class Registry:
         flagged = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, span = heapq.heappop(heap)
+            deadline, span = heapq.heappop(heap)
             if span.deadline != deadline:
                 continue  # stale: the span ended or has an earlier entry
             span.deadline = None
@@ -526,6 +627,9 @@ class Registry:
             yield from process.orphans
 
 
+_LISTENER_EVENTS: Final = tuple(name for name in vars(RegistryListener) if not name.startswith("_"))
+
+
 class Fanout(RegistryListener):
     """Passes each registry event to several listeners; one failing cannot stop the others
     nor leave the registry half-updated."""
@@ -535,13 +639,24 @@ class Fanout(RegistryListener):
     ) -> None:
         self.listeners = tuple(listeners)
         self.on_error = on_error
+        # Per event, the listeners that handle it, as bound methods looked up once: the
+        # base class's methods do nothing, and some events come once per span.
+        self._handlers: dict[str, tuple[tuple[Callable[..., None], str], ...]] = {
+            method: tuple(
+                (handler, f"{type(listener).__name__}.{method}")
+                for listener in self.listeners
+                for handler in (getattr(listener, method),)
+                if getattr(handler, "__func__", None) is not getattr(RegistryListener, method)
+            )
+            for method in _LISTENER_EVENTS
+        }
 
     def _each(self, method: str, *args: object) -> None:
-        for listener in self.listeners:
+        for handler, where in self._handlers[method]:
             try:
-                getattr(listener, method)(*args)
+                handler(*args)
             except Exception:
-                self.on_error(f"{type(listener).__name__}.{method}")
+                self.on_error(where)
 
     def process_joined(self, process: ProcessRecord, now: float) -> None:
         """Fan out."""

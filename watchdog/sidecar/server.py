@@ -12,11 +12,11 @@ import struct
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from watchdog._serving import GracefulServer
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import Config
+from watchdog.sidecar.connections import ConnectionGuard, guarded, raise_open_files_limit
 from watchdog.sidecar.logs import configure_logging, log_event
 from watchdog.sidecar.notify import Notifier
 
@@ -66,8 +66,9 @@ def bind_unix(path: str) -> socket.socket:
 _CREDENTIALS = struct.Struct("3i")
 
 
-class PeerCredentialsProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the kernel's word on who connected to a Unix socket
+class PeerCredentialsProtocol(ConnectionGuard):
+    """uvicorn's h11 protocol (with a deadline per request, see ``connections.py``),
+    plus the kernel's word on who connected to a Unix socket
     (``SO_PEERCRED``: pid, uid, gid), passed to the app as
     ``scope["extensions"]["peer_credentials"]``."""
 
@@ -138,6 +139,9 @@ class SidecarServer(GracefulServer):
 def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging(config.server.log_level)
+    limits = config.limits
+    # Each connection is a file; leave room for the database, logs and pipes.
+    raise_open_files_limit(limits.max_connections + 256)
     try:
         sock = bind(config.server.host, config.server.port)
     except OSError as exc:
@@ -186,8 +190,12 @@ def serve(config: Config) -> int:
             timeout_keep_alive=30,
             # Bounds what one client can make the sidecar buffer before a handler runs.
             h11_max_incomplete_event_size=64 * 1024,
+            # Past it, requests get 503 until connections close (slow ones time out).
+            limit_concurrency=limits.max_connections,
             server_header=False,
-            http=PeerCredentialsProtocol,
+            http=guarded(
+                PeerCredentialsProtocol, limits.request_timeout, sidecar.ingest_stats.rejected
+            ),
         ),
         sidecar,
         Notifier.from_environ(),
