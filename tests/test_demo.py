@@ -33,4 +33,6 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "where it is stuck (the span's task, captured in the app):" in out
     assert "finding: AgentEventLoopBlocked" in out and "in crunch_numbers" in out
     assert "learned threshold for tool check_facts: 0.5 s (6 calls" in out
+    assert "hung response span of agent 'Researcher' in demo-app" in out  # status command
+    assert "(exit status 1)" in out and "live page: http://127.0.0.1:" in out
     assert "Traceback" not in result.stderr

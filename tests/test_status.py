@@ -87,7 +87,7 @@ def test_a_hung_span_exits_1_and_is_listed_in_table_and_json(
         assert "Spans: 200 open, 1 hung" in out
         assert "stuck" in out and "open too long" in out  # the hung one is listed anyway
         assert "ATTENTION: 1 problem(s)" in out
-        assert "hung response span 'stuck' in jammed (pid 999999)" in out
+        assert "hung response span 'stuck' of agent 'Coordinator' in jammed (pid 999999)" in out
         # URL and token from the environment, as for the other commands.
         monkeypatch.setenv("AGENTS_WATCHDOG_URL", sidecar.url)
         monkeypatch.setenv("AGENTS_WATCHDOG_TOKEN", TOKEN)

@@ -239,6 +239,12 @@ def main() -> int:
             task_part = stack.split("\nThread ")[0].splitlines()
             for line in task_part[:1] + ["     ..."] + task_part[-6:]:
                 say(f"     {line}")
+        say(f"   live page: {sidecar.url}/ (the hung span is red there, with its stack)")
+        say("   agents-watchdog status (exit 1: something needs attention):")
+        code, lines = _status_lines(sidecar.url)
+        for line in lines:
+            say(f"     {line}")
+        say(f"     (exit status {code})")
         say("   /metrics:")
         for line in metric_lines(
             sidecar.url, "agents_watchdog_hung_spans", "agents_watchdog_oldest_open_span_age"
@@ -420,6 +426,16 @@ def worker(sidecar_url: str, standin_url: str) -> None:
         await Runner.run(agent, "Crunch Q3.")
 
     asyncio.run(run())
+
+
+def _status_lines(sidecar_url: str) -> tuple[int, list[str]]:
+    """What ``agents-watchdog status`` prints for the sidecar, and its exit status."""
+    from watchdog.cli import main as cli
+
+    captured = io.StringIO()
+    with redirect_stdout(captured):
+        code = cli(["status", "--url", sidecar_url, "--limit", "3"])
+    return code, [line.rstrip() for line in captured.getvalue().splitlines() if line.strip()]
 
 
 def _learned_row(sidecar_url: str, name: str) -> dict[str, Any] | None:

@@ -96,8 +96,14 @@ def problems_of(processes: list[dict[str, Any]], spans: list[dict[str, Any]]) ->
                 )
     for span in spans:
         if span["state"] != "open":
+            # Model calls carry no name on the wire: their agent says whose they are.
+            what = (
+                f"{span['kind']} span {span['name']!r}" if span["name"] else f"{span['kind']} span"
+            )
+            if span.get("agent") and span["kind"] != "agent":
+                what += f" of agent {span['agent']!r}"
             found.append(
-                f"{span['state']} {span['kind']} span {span['name']!r} in {span['service']} "
+                f"{span['state']} {what} in {span['service']} "
                 f"(pid {span['pid']}), open {span['age_seconds']:.1f} s"
             )
     return found
