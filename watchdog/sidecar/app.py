@@ -604,6 +604,24 @@ class Sidecar:
         body = {"spans": [self.span_json(span, now, wall_now) for span in spans]}
         return Response(msgspec.json.encode(body), media_type="application/json")
 
+    def _one_span(self, span_id: str, instance_id: str | None, open_only: bool = False) -> OpenSpan:
+        """The span with this id (open, or orphaned unless ``open_only``); a 404 when
+        there is none, a 409 when several processes have one and no instance was given."""
+        found = [
+            span
+            for span in find_spans(self.registry, span_id, instance_id)
+            if not (open_only and span.state == "orphaned")
+        ]
+        if not found:
+            raise RequestRejected(404, "not_found", f"no open span {span_id}")
+        if len(found) > 1:
+            raise RequestRejected(
+                409,
+                "ambiguous",
+                f"span {span_id} is open in {len(found)} processes; give instance_id",
+            )
+        return found[0]
+
     async def abort_span(self, request: Request) -> Response:
         """``POST /v1/spans/{span_id}/abort`` with ``{"action": "cancel"}`` (and, when the
         span id is not unique, ``"instance_id"``): start the abort ladder. Always needs
@@ -625,36 +643,21 @@ class Sidecar:
                 raise RequestRejected(
                     400, "bad_request", "action must be one of cancel, terminate, kill"
                 )
-            span_id = request.path_params["span_id"]
-            found = [
-                span
-                for process in self.registry.processes.values()
-                if order.instance_id in (None, process.info.instance_id)
-                for span in (process.spans.get(span_id),)
-                if span is not None
-            ]
-            if not found:
-                raise RequestRejected(404, "not_found", f"no open span {span_id}")
-            if len(found) > 1:
-                raise RequestRejected(
-                    409,
-                    "ambiguous",
-                    f"span {span_id} is open in {len(found)} processes; give instance_id",
-                )
+            # An orphan's process is gone: there is nothing left to stop.
+            span = self._one_span(request.path_params["span_id"], order.instance_id, True)
         except RequestRejected as exc:
             return _error(exc.status, exc.reason, exc.detail)
-        span = found[0]
         steps = self.ladder.start(span, order.action, by="operator")
         log_event(
             logging.WARNING,
             "abort_requested",
-            span_id=span_id,
+            span_id=span.span_id,
             action=order.action,
             client=request.client.host if request.client else None,
         )
         return JSONResponse(
             {
-                "span_id": span_id,
+                "span_id": span.span_id,
                 "action": order.action,
                 "steps": list(steps),
                 "dry_run": self.config.abort.dry_run,
@@ -751,19 +754,11 @@ class Sidecar:
         incident open for it (None when it has none)."""
         try:
             self._authorize(request)
-            span_id = request.path_params["span_id"]
-            found = find_spans(self.registry, span_id, request.query_params.get("instance_id"))
-            if not found:
-                raise RequestRejected(404, "not_found", f"no open span {span_id}")
-            if len(found) > 1:
-                raise RequestRejected(
-                    409,
-                    "ambiguous",
-                    f"span {span_id} is open in {len(found)} processes; give instance_id",
-                )
+            span = self._one_span(
+                request.path_params["span_id"], request.query_params.get("instance_id")
+            )
         except RequestRejected as exc:
             return _error(exc.status, exc.reason, exc.detail)
-        span = found[0]
         body = self.span_json(span, self.registry.clock(), time.time())
         body["incident_id"] = self.incidents.current.get(span.key, {}).get("id")
         return Response(msgspec.json.encode(body), media_type="application/json")
