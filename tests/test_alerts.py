@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.agents_app import AppRun, coordinator_with_researcher
 from tests.conftest import metric, need_tool, spans, wait_until
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
+from watchdog.sidecar.alerts import Alert, slack_message
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
@@ -273,10 +275,40 @@ def test_slack_sink_honours_retry_after(
         assert slack.answered[:2] == [429, 200]
         assert second_try - first_try >= 2.0  # waited as long as Retry-After asked
         assert message["text"].startswith(":rotating_light: FIRING:")
-        assert [block["type"] for block in message["blocks"]] == ["header", "section", "context"]
+        types = [block["type"] for block in message["blocks"]]
+        assert types == ["header", "section", "section", "context"]
         assert "Researcher" in message["blocks"][1]["text"]["text"]
+        # The first message already says where: the stack came before it was sent.
+        assert "Where it is stuck" in message["blocks"][2]["text"]["text"]
+        assert "await" in message["blocks"][2]["text"]["text"]
         assert (
             metric(sidecar, "agents_watchdog_alerts_sent_total", sink="slack", outcome="retried")
             == 1
         )
         assert "secret" not in str(sidecar.logs)
+
+
+def test_slack_message_shows_where_the_span_waits_within_slacks_limit() -> None:
+    frames = "".join(
+        f'  File "app.py", line {n}, in step_{n}\n    await step_{n + 1}()\n' for n in range(400)
+    )
+    stack = (
+        "Task 'Task-1' (awaiting, outermost first):\n"
+        + frames
+        + '  File "httpx/_client.py", line 1, in send\n    await read()\n'
+        + "Thread 'MainThread' (now, most recent call last):\n  File \"x.py\", line 2, in run_forever\n"
+    )
+    alert = Alert(
+        key="k",
+        labels={"alertname": "AgentSpanHung", "severity": "warning", "service": "s"},
+        annotations={"summary": "s: hung", "description": "d", "stack": stack},
+        starts_at=0.0,
+        generator_url="http://sidecar/?span=x",
+    )
+    blocks = slack_message(alert)["blocks"]
+    where = next(b["text"]["text"] for b in blocks if "Where it is stuck" in str(b))
+    assert len(where) <= 3000 and where.startswith("*Where it is stuck:*\n```...\n")
+    assert where.endswith("await read()```")  # the innermost frame of the span's task
+    assert "run_forever" not in where  # the thread's frames are not the span's
+    resolved = replace(alert, status="resolved", ends_at=1.0)
+    assert "Where it is stuck" not in str(slack_message(resolved)["blocks"])

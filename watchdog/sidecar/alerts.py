@@ -374,11 +374,16 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     body = alert.annotations["description"]
     if not firing:
         body += f"\n*Resolved:* {alert.annotations.get('resolution', '')}"
+    where = []
+    stack = alert.annotations.get("stack")
+    if firing and stack:
+        where.append({"type": "section", "text": {"type": "mrkdwn", "text": _stack_excerpt(stack)}})
     return {
         "text": f"{icon} {title}",
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}},
+            *where,
             {
                 "type": "context",
                 "elements": [
@@ -391,3 +396,23 @@ def slack_message(alert: Alert) -> dict[str, Any]:
             },
         ],
     }
+
+
+def _stack_excerpt(stack: str, limit: int = 2800) -> str:
+    """The innermost lines of the span's task that fit one Slack section (3,000
+    characters): where it waits. The whole stack is on the page and in the incident."""
+    lines = stack.splitlines()
+    # The task's chain comes first, its thread's frames after ("Thread ..."): keep the task.
+    end = next(
+        (i for i, line in enumerate(lines) if i > 0 and line.startswith("Thread ")), len(lines)
+    )
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines[:end]):
+        size += len(line) + 1
+        if size > limit:
+            break
+        kept.append(line)
+    kept.reverse()
+    omitted = "...\n" if len(kept) < end else ""
+    return "*Where it is stuck:*\n```" + omitted + "\n".join(kept) + "```"
