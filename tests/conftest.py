@@ -45,6 +45,14 @@ def need_tool(name: str, why: str) -> str:
     return path
 
 
+def thresholds(**seconds: float) -> str:
+    """A ``[thresholds]`` table: the kinds given here as told, model calls, tools and
+    containers 60 s otherwise, so that only what a test looks at is ever flagged."""
+    table = {kind: 60.0 for kind in ("response", "function", "agent", "turn", "task", "trace")}
+    table.update(seconds)
+    return "[thresholds]\n" + "".join(f"{kind} = {value:g}\n" for kind, value in table.items())
+
+
 def wait_until(check: Callable[[], T | None], within: float = 10.0, every: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy; fail the test after ``within`` s."""
     deadline = time.monotonic() + within

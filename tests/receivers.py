@@ -11,6 +11,34 @@ from types import TracebackType
 from typing import Any
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps its access log out of the test output."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class LoopbackServer:
+    """A threaded HTTP server on a free loopback port, serving from :meth:`start` to
+    :meth:`stop`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
 class Receiver:
     """Records every JSON POST with its arrival time. ``script`` gives the answers for
     the first requests as (status, headers); later ones get 200. ``delay`` makes every
@@ -27,7 +55,7 @@ class Receiver:
         self.closing = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 arrived = time.monotonic()
@@ -46,13 +74,8 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackServer(Handler)
+        self.url = self._http.url
 
     def bodies(self) -> list[Any]:
         """What arrived (and was answered 200), in order."""
@@ -79,7 +102,7 @@ class Receiver:
                 self.changed.wait(remaining)
 
     def __enter__(self) -> Receiver:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(
@@ -89,6 +112,4 @@ class Receiver:
         traceback: TracebackType | None,
     ) -> None:
         self.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._http.stop()

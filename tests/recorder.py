@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+from tests.receivers import LoopbackServer, QuietHandler
 from watchdog.protocol import PROTOCOL_VERSION, Batch, Reply, decode_batch, encode
 
 
@@ -34,7 +34,7 @@ class Recorder:
         self.changed = threading.Condition()
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with recorder.changed:
@@ -62,13 +62,8 @@ class Recorder:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackServer(Handler)
+        self.url = self._http.url
 
     def wait_for(self, check: object, timeout: float = 10.0, since: int = 0) -> Batch:
         """The first recorded batch, from index ``since``, for which ``check`` holds."""
@@ -90,7 +85,7 @@ class Recorder:
                 self.changed.wait(remaining)
 
     def __enter__(self) -> Recorder:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(
@@ -99,6 +94,4 @@ class Recorder:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._http.stop()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.agents_app import AppRun, agent_with_tool, coordinator_with_researcher, single_agent
-from tests.conftest import metric, spans, wait_until
+from tests.conftest import metric, spans, thresholds, wait_until
 from watchdog.processor import RunAborted, WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
@@ -22,20 +22,16 @@ Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
 TOKEN = "abort-token"
 
-CANCEL_RESPONSES = """
-[thresholds]
-response = 1.5
-function = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+CANCEL_RESPONSES = (
+    thresholds(response=1.5)
+    + """
 [abort]
 grace_seconds = 3
 [[rules]]
 kind = "response"
 action = "cancel"
 """
+)
 
 
 def steps(sidecar: SidecarProcess) -> list[tuple[str, str]]:

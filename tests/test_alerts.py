@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.agents_app import AppRun, coordinator_with_researcher
-from tests.conftest import metric, need_tool, spans, wait_until
+from tests.conftest import metric, need_tool, spans, thresholds, wait_until
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.alerts import Alert, slack_message
@@ -26,15 +26,7 @@ from watchdog.standin import StandInServer
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
 
-THRESHOLDS = """
-[thresholds]
-response = 1.5
-function = 30
-agent = 30
-turn = 30
-task = 30
-trace = 30
-"""
+THRESHOLDS = thresholds(response=1.5, function=30)
 
 
 def parse(stamp: str) -> float:

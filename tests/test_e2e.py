@@ -12,20 +12,13 @@ from typing import Any
 import pytest
 
 from tests.agents_app import AppRun, Gate, agent_with_tool, coordinator_with_researcher
-from tests.conftest import metric, spans, wait_until
+from tests.conftest import metric, spans, thresholds, wait_until
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
-FAST = """
-[thresholds]
-response = 1.5
-function = 1.5
-agent = 30
-turn = 30
-task = 30
-trace = 30
-"""
+FAST = thresholds(response=1.5, function=1.5)
+
 
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]

@@ -31,7 +31,7 @@ from agents import custom_span, trace
 from agents.tracing import Span, Trace
 
 import watchdog._sender
-from tests.conftest import REPO, spans, wait_until
+from tests.conftest import REPO, spans, thresholds, wait_until
 from tests.proxy import FaultProxy
 from tests.recorder import Recorder
 from tests.wire_process import WireProcess, start
@@ -45,16 +45,9 @@ Watch = Callable[..., WatchdogProcessor]
 Factory = Callable[..., SidecarProcess]
 
 THRESHOLD = 2.0
-CONFIG = f"""
-[thresholds]
-default = 60
-custom = {THRESHOLD}
-function = {THRESHOLD}
-response = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+CONFIG = (
+    thresholds(default=60, custom=THRESHOLD, function=THRESHOLD)
+    + """
 [processes]
 # Network faults of a few seconds are not what these tests are about; wire processes
 # that vanish (heartbeats every 0.05 s) are unresponsive after 1 s, then forgotten.
@@ -63,6 +56,7 @@ orphan_retention = 1
 [incidents]
 reconcile_seconds = 5
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.agents_app import AppRun, coordinator_with_researcher
-from tests.conftest import spans, wait_until
+from tests.conftest import spans, thresholds, wait_until
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.config import IncidentConfig
@@ -26,17 +26,13 @@ from watchdog.standin import StandInServer
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
 
-CONFIG = """
-[thresholds]
-response = 1.5
-function = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+CONFIG = (
+    thresholds(response=1.5)
+    + """
 [incidents]
 reconcile_seconds = 2
 """
+)
 
 
 def incidents(sidecar: SidecarProcess, **params: str) -> list[dict[str, Any]]:

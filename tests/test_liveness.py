@@ -10,24 +10,20 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import metric, spans, wait_until
+from tests.conftest import metric, spans, thresholds, wait_until
 from tests.receivers import Receiver
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
-CONFIG = """
-[thresholds]
-function = 1.5
-response = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+CONFIG = (
+    thresholds(function=1.5)
+    + """
 [processes]
 unresponsive_after = 2
 orphan_retention = 3
 """
+)
 
 pytestmark = pytest.mark.slow
 

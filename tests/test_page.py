@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.agents_app import AppRun, Gate, agent_with_tool, coordinator_with_researcher
-from tests.conftest import need_tool, wait_until
+from tests.conftest import need_tool, thresholds, wait_until
 from tests.wire_process import WireProcess, runs
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
@@ -30,14 +30,9 @@ from watchdog.standin import StandInServer
 
 TOKEN = "page-token"
 THRESHOLD = 1.5
-CONFIG = f"""
-[thresholds]
-response = {THRESHOLD}
-function = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+CONFIG = (
+    thresholds(response=THRESHOLD)
+    + """
 [abort]
 grace_seconds = 3
 # The 5,000 spans of the load test: open, not hung.
@@ -46,6 +41,7 @@ kind = "response"
 name = "bulk-model"
 threshold = 600
 """
+)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

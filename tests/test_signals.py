@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import thresholds, wait_until
 from tests.receivers import Receiver
 from watchdog.protocol import PROTOCOL_VERSION
 from watchdog.sidecar.launcher import SidecarProcess
@@ -22,14 +22,9 @@ from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
 
-KILL_BLOCKING_TOOLS = """
-[thresholds]
-function = 1.5
-response = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
+KILL_BLOCKING_TOOLS = (
+    thresholds(function=1.5)
+    + """
 [abort]
 grace_seconds = 1.5
 {extra}
@@ -37,6 +32,7 @@ grace_seconds = 1.5
 kind = "function"
 action = "kill"
 """
+)
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.agents_app import AppRun, Gate, agent_with_tool
-from tests.conftest import need_tool, spans, wait_until
+from tests.conftest import need_tool, spans, thresholds, wait_until
 from tests.receivers import Receiver
 from watchdog._control import bounded
 from watchdog.processor import WatchdogProcessor
@@ -20,15 +20,7 @@ from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]
-CONFIG = """
-[thresholds]
-function = 1.5
-response = 60
-agent = 60
-turn = 60
-task = 60
-trace = 60
-"""
+CONFIG = thresholds(function=1.5)
 
 
 def test_hung_tool_stack_shows_the_awaiting_line(
