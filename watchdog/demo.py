@@ -65,8 +65,9 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def build_app(model_client: Any) -> Any:
-    """The demo's agents: a Coordinator using a Researcher sub-agent and a tool."""
+def build_app(model_client: Any, researcher_script: str = RESEARCHER_SCRIPT) -> Any:
+    """The demo's agents: a Coordinator using a Researcher sub-agent and a tool. The
+    Researcher's model follows ``researcher_script`` (by default: it hangs)."""
     from agents import Agent, OpenAIResponsesModel, function_tool
 
     def model(script: str) -> OpenAIResponsesModel:
@@ -81,7 +82,7 @@ def build_app(model_client: Any) -> Any:
     researcher = Agent(
         name="Researcher",
         instructions="Research the question thoroughly.",
-        model=model(RESEARCHER_SCRIPT),
+        model=model(researcher_script),
     )
     return Agent(
         name="Coordinator",

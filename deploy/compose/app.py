@@ -21,43 +21,14 @@ import sys
 import time
 from typing import Any
 
+from watchdog.demo import build_app
+
 
 def _setting(name: str, default: float) -> float:
     value = float(os.environ.get(name, default))
     if value < 0:
         raise SystemExit(f"{name} must be >= 0, got {value}")
     return value
-
-
-def build_agents(client: Any, researcher_script: str) -> Any:
-    """The demo's Coordinator, using a Researcher sub-agent and a fact-check tool."""
-    from agents import Agent, OpenAIResponsesModel, function_tool
-
-    @function_tool
-    async def check_facts(claim: str) -> str:
-        """Check a claim against the fact base."""
-        await asyncio.sleep(0.05)
-        return "confirmed"
-
-    researcher = Agent(
-        name="Researcher",
-        instructions="Research the question thoroughly.",
-        model=OpenAIResponsesModel(model=researcher_script, openai_client=client),
-    )
-    return Agent(
-        name="Coordinator",
-        instructions="Answer with help from your researcher.",
-        model=OpenAIResponsesModel(
-            model="standin:tool=check_facts;tool=ask_researcher;reply=Here is your briefing.",
-            openai_client=client,
-        ),
-        tools=[
-            check_facts,
-            researcher.as_tool(
-                tool_name="ask_researcher", tool_description="Ask the Researcher a question."
-            ),
-        ],
-    )
 
 
 async def cycle(standin: Any, hang: float, healthy: int) -> None:
@@ -69,7 +40,7 @@ async def cycle(standin: Any, hang: float, healthy: int) -> None:
     try:
         for _ in range(healthy):
             result = await Runner.run(
-                build_agents(client, "standin:reply=All quiet."), "Brief me on the numbers."
+                build_app(client, "standin:reply=All quiet."), "Brief me on the numbers."
             )
             print(f"healthy run answered: {result.final_output!r}", flush=True)
         print(f"next run: the Researcher's model call hangs for {hang:.0f} s", flush=True)
@@ -80,7 +51,7 @@ async def cycle(standin: Any, hang: float, healthy: int) -> None:
 
         releaser = asyncio.create_task(release_later())
         result = await Runner.run(
-            build_agents(client, "standin:hang"), "Brief me on the quarterly numbers."
+            build_app(client, "standin:hang"), "Brief me on the quarterly numbers."
         )
         await releaser
         print(f"the stuck run recovered and answered: {result.final_output!r}", flush=True)
