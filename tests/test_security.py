@@ -9,13 +9,16 @@ import json
 import os
 import pwd
 import re
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
+import psutil
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
@@ -297,3 +300,51 @@ def test_runs_as_a_plain_user_without_capabilities(tmp_path: Path) -> None:
         if process.stderr is not None:
             process.stderr.close()
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+VICTIM = """
+import socket, sys, time
+connection = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print(connection.getsockname()[1], flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("x-forwarded-for", "127.0.0.1:{port}"),
+        ("forwarded", 'for="127.0.0.1:{port}"'),
+    ],
+)
+def test_a_forged_loopback_registration_is_never_verified(
+    sidecar_factory: Callable[..., SidecarProcess], header: tuple[str, str]
+) -> None:
+    """A local process names the client port of another process's real connection to
+    the sidecar in a proxy header: the identity check must read the socket it came in
+    on, so the claim fails and no rule can ever be steered at the other process."""
+    sidecar = sidecar_factory()
+    port = int(sidecar.url.rsplit(":", 1)[1])
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout is not None
+        victim_port = int(victim.stdout.readline())
+        forger = WireProcess(sidecar.url, service="forger", host=socket.gethostname())
+        forger.info = msgspec.structs.replace(
+            forger.info, pid=victim.pid, create_time=psutil.Process(victim.pid).create_time()
+        )
+        name, value = header
+        forger.headers[name] = value.format(port=victim_port)
+        forger.send([start("span_forged", "trace_forged", "response", "m", 0.1)])
+        identity = sidecar.wait_for("process_identity", timeout=10)
+        assert identity is not None
+        assert identity["verified"] is False, identity
+        listed = httpx.get(f"{sidecar.url}/v1/processes", timeout=5).json()["processes"]
+        assert [p["verified"] for p in listed if p["service"] == "forger"] == [False]
+    finally:
+        victim.kill()
+        victim.wait(10)
+        if victim.stdout is not None:
+            victim.stdout.close()

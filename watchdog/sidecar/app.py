@@ -526,10 +526,12 @@ class Sidecar:
             # A Unix socket: the kernel itself says who is on the other end.
             verified, why = await asyncio.to_thread(verify_credentials, process.info, credentials)
         else:
-            client = (request.client.host, request.client.port) if request.client else None
-            server = request.scope.get("server")
+            # The connection's own ends, read from its socket (see server.py), never
+            # request.client: a proxy header could name another process's connection.
+            ends = request.scope.get("extensions", {}).get("peer_address")
+            client, server = ends if ends is not None else (None, None)
             verified, why = await self.socket_table.verify(
-                process.info, client, tuple(server) if server else None, opened_before
+                process.info, client, server, opened_before
             )
         process.verified, process.verify_note = verified, why
         log_event(

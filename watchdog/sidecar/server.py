@@ -68,28 +68,40 @@ _CREDENTIALS = struct.Struct("3i")
 
 class PeerCredentialsProtocol(ConnectionGuard):
     """uvicorn's h11 protocol (with a deadline per request, see ``connections.py``),
-    plus the kernel's word on who connected to a Unix socket
-    (``SO_PEERCRED``: pid, uid, gid), passed to the app as
-    ``scope["extensions"]["peer_credentials"]``."""
+    plus what the socket itself says about who connected, passed to the app in
+    ``scope["extensions"]``: on a Unix socket the kernel's ``SO_PEERCRED`` (pid, uid,
+    gid) as ``peer_credentials``; on TCP the connection's own two ends as
+    ``peer_address`` (client, server). Identity is proven from these only: the
+    request's ``client`` is what a proxy header may rewrite, and a local process could
+    name another process's connection in one."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Read the peer's credentials once per connection."""
+        """Read the peer's identity once per connection, from the socket."""
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
-        if sock is None or sock.family != socket.AF_UNIX:
+        if sock is None:
             return
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
-        except OSError:
-            return
-        credentials = _CREDENTIALS.unpack(raw)
+        extension: dict[str, Any]
+        if sock.family == socket.AF_UNIX:
+            try:
+                raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
+            except OSError:
+                return
+            extension = {"peer_credentials": _CREDENTIALS.unpack(raw)}
+        else:
+            peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+            if not peer or not local:
+                return
+            extension = {
+                "peer_address": ((str(peer[0]), int(peer[1])), (str(local[0]), int(local[1])))
+            }
         app = self.app
 
-        async def with_credentials(scope: Any, receive: Any, send: Any) -> None:
-            scope["extensions"] = {**scope.get("extensions", {}), "peer_credentials": credentials}
+        async def with_identity(scope: Any, receive: Any, send: Any) -> None:
+            scope["extensions"] = {**scope.get("extensions", {}), **extension}
             await app(scope, receive, send)
 
-        self.app = with_credentials
+        self.app = with_identity
 
 
 class SidecarServer(GracefulServer):
@@ -193,6 +205,9 @@ def serve(config: Config) -> int:
             # Past it, requests get 503 until connections close (slow ones time out).
             limit_concurrency=limits.max_connections,
             server_header=False,
+            # Never rewrite the client address from X-Forwarded-For: nothing sits in
+            # front of the sidecar, and identity must come from the socket alone.
+            proxy_headers=False,
             http=guarded(
                 PeerCredentialsProtocol, limits.request_timeout, sidecar.ingest_stats.rejected
             ),
