@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from agents import Agent, custom_span, function_tool, trace
@@ -383,3 +384,89 @@ def test_sender_requests_stay_out_of_the_app_log(
     processor.force_flush()
     assert recorder.batches
     assert not [r for r in caplog.records if r.name == "httpx"]
+
+
+def test_a_reused_id_is_sent_in_the_order_it_happened(recorder: Recorder, watch: Watch) -> None:
+    """A trace id chosen by the app (a request id, reused by a retry) that began and
+    ended, then began again, within one send window: the wire says start, end, start."""
+    processor = watch(recorder.url, flush_interval=2.0, heartbeat_interval=5.0)
+    with trace("registers the process"):
+        pass
+    processor.force_flush()  # from here, one wide send window
+    reused = "trace_" + "42" * 16
+    with trace("first try", trace_id=reused):
+        pass
+    with trace("retry", trace_id=reused):
+        processor.force_flush()
+        events = [
+            (type(e).__name__, getattr(e, "name", None))
+            for b in recorder.batches
+            for e in b.events
+            if e.span_id == reused
+        ]
+    assert events == [("SpanStart", "first try"), ("SpanEnd", None), ("SpanStart", "retry")]
+
+
+def test_a_reused_id_is_watched_by_the_sidecar(
+    sidecar_factory: Callable[..., Any], watch: Watch
+) -> None:
+    sidecar = sidecar_factory()
+    processor = watch(sidecar.url, flush_interval=2.0, heartbeat_interval=5.0)
+    with trace("registers the process"):
+        pass
+    processor.force_flush()  # from here, one wide send window
+    reused = "trace_" + "43" * 16
+    with trace("first try", trace_id=reused):
+        pass
+    with trace("retry", trace_id=reused):
+        processor.force_flush()
+        listed = httpx.get(f"{sidecar.url}/v1/spans", timeout=5).json()["spans"]
+        assert [(s["span_id"], s["name"]) for s in listed] == [(reused, "retry")]
+
+
+class _Patched(Exception):
+    """Raised by a patched library function on the sender's thread."""
+
+
+def test_the_sender_survives_foreign_failures_on_its_thread(
+    recorder: Recorder, watch: Watch, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Exceptions that are not the sender's own — StopIteration from a patched clock,
+    a library's RuntimeError, even SystemExit — never end the watching: the thread
+    recovers, counts them, logs once per streak and resyncs what is open."""
+    import watchdog._sender as sender_module
+
+    real_encode = sender_module.encode  # type: ignore[attr-defined]
+    failures: list[BaseException] = [
+        StopIteration(),
+        RuntimeError("a library misbehaved"),
+        _Patched("patched for a moment"),
+        SystemExit(3),
+    ]
+
+    def flaky_encode(message: Any) -> bytes:
+        if failures:
+            raise failures.pop(0)
+        return real_encode(message)
+
+    monkeypatch.setattr(sender_module, "encode", flaky_encode)
+    caplog.set_level("WARNING", logger="watchdog.processor")
+    processor = watch(recorder.url, heartbeat_interval=0.2, flush_interval=0.05)
+    with trace("wf"), custom_span("opened-during-failures"):
+        resync = recorder.wait_for(lambda b: b.resync is not None)
+        assert {s.name for s in resync.resync or []} == {"wf", "opened-during-failures"}
+        assert not failures
+        assert len(sender_threads()) == 1
+        with custom_span("after-recovery"):
+            processor.force_flush()
+    assert "after-recovery" in {s.name for s in starts(recorder)}
+    assert recorder.batches[-1].heartbeat.sender_errors == 4
+    recovered = [r for r in caplog.records if "goes on watching" in r.getMessage()]
+    assert len(recovered) == 1, [r.getMessage() for r in caplog.records]
+
+    # A second streak, after a success, is logged again.
+    failures.append(RuntimeError("again"))
+    with custom_span("second-streak"):
+        processor.force_flush()
+    wait_until(lambda: recorder.batches[-1].heartbeat.sender_errors == 5)
+    assert len([r for r in caplog.records if "goes on watching" in r.getMessage()]) == 2

@@ -162,6 +162,10 @@ def describe_start(obj: Any, info: OpenInfo) -> SpanStart:
     )
 
 
+def _event_time(event: Event) -> float:
+    return event.started if isinstance(event, SpanStart) else event.ended
+
+
 def _span_id_of(obj: Any) -> str:
     key = obj.span_id if _is_span(obj) else obj.trace_id
     return str(key)[:MAX_ID_LENGTH]
@@ -221,9 +225,14 @@ class Sender:
         self._resync_now = False
         self._sidecar_id: str | None = None
         self._failing = False
+        # Failures raised on this thread and recovered from (see _watch).
+        self._errors = 0
+        self._error_streak = 0
         self._stopping = False
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
+        # Taken by the thread and not yet released: kept across a recovered failure.
+        self._waiting: list[threading.Event] = []
         self._process: ProcessInfo | None = None
         self._stop_deadline = float("inf")
         self._endpoint = f"{settings.url}/v1/events"
@@ -271,32 +280,65 @@ class Sender:
         if _QUIET not in httpx_logger.filters:
             httpx_logger.addFilter(_QUIET)
         try:
-            self._process = self._identity()
-            headers = {"content-type": "application/json"}
-            if self.settings.token:
-                headers["authorization"] = f"Bearer {self.settings.token}"
-            # trust_env=False: the sidecar is local; a proxy from the environment
-            # would only add a way to fail.
-            url = self.settings.url
-            transport = None
-            if url.startswith("unix://"):
-                # unix:///run/agents-watchdog.sock: HTTP over the sidecar's Unix socket.
-                transport = httpx.HTTPTransport(uds=url.removeprefix("unix://"))
-                url = "http://agents-watchdog"
-            self._endpoint = f"{url}/v1/events"
-            with httpx.Client(
-                headers=headers,
-                timeout=self.settings.request_timeout,
-                trust_env=False,
-                transport=transport,
-            ) as client:
-                self._loop(client)
-        except Exception:
-            # Last resort: the thread must not die noisily inside the app.
-            logger.exception("[non-fatal] agents-watchdog sender stopped")
+            while not self._watch():
+                pass
         finally:
             self.warm.set()
-            self._release_waiters(self._take_waiters())
+            self._release_waiters(self._waiting + self._take_waiters())
+            self._waiting = []
+
+    def _watch(self) -> bool:
+        """One supervised stretch of watching; True once the sender stopped as asked.
+
+        Whatever is raised on this thread — by this module, by the HTTP client, by a
+        library patched for a moment — ends only this stretch, never the watching: it
+        is counted (``sender_errors`` in the heartbeat), logged once per streak, and
+        the next stretch starts with a resync, so nothing that was open is lost."""
+        try:
+            if self._process is None:
+                self._process = self._identity()
+            with self._client() as client:
+                self._loop(client)
+            return True
+        except BaseException as exc:  # supervised: see the docstring
+            if self._stopping:
+                return True
+            self._errors += 1
+            self._error_streak += 1
+            self._need_resync = True
+            if self._error_streak == 1:
+                logger.warning(
+                    "[non-fatal] agents-watchdog sender hit %s: %s; it goes on watching "
+                    "(resync follows; logged once until it recovers)",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+            # Backing off keeps a failure that repeats at once from spinning the thread;
+            # stop() wakes it.
+            self._event.clear()
+            self._event.wait(min(self.settings.heartbeat_interval, 0.05 * 2**self._error_streak))
+            return False
+
+    def _client(self) -> httpx.Client:
+        headers = {"content-type": "application/json"}
+        if self.settings.token:
+            headers["authorization"] = f"Bearer {self.settings.token}"
+        url = self.settings.url
+        transport = None
+        if url.startswith("unix://"):
+            # unix:///run/agents-watchdog.sock: HTTP over the sidecar's Unix socket.
+            transport = httpx.HTTPTransport(uds=url.removeprefix("unix://"))
+            url = "http://agents-watchdog"
+        self._endpoint = f"{url}/v1/events"
+        # trust_env=False: the sidecar is local; a proxy from the environment would
+        # only add a way to fail.
+        return httpx.Client(
+            headers=headers,
+            timeout=self.settings.request_timeout,
+            trust_env=False,
+            transport=transport,
+        )
 
     def _identity(self) -> ProcessInfo:
         pid = os.getpid()
@@ -320,7 +362,8 @@ class Sender:
         flush_due: float | None = None
         backing_off = False
         while True:
-            waiters = self._take_waiters()
+            self._waiting += self._take_waiters()
+            waiters = self._waiting
             self._drain()
             now = time.monotonic()
             if (self._pending or self._fresh or self._short) and flush_due is None:
@@ -341,6 +384,7 @@ class Sender:
             ):
                 ok = self._send_all(client, goodbye=stopping)
                 self.warm.set()
+                self._waiting = []
                 self._release_waiters(waiters)
                 if stopping:
                     return
@@ -425,18 +469,15 @@ class Sender:
 
     def _settle(self) -> None:
         """Before a send: spans still open since the last one become start events, and
-        the sampled short ones start and end events."""
+        the sampled short ones start and end events — all in the order they happened.
+
+        Order matters when ids repeat (apps choose trace ids, retries reuse them): a
+        span that started and ended, then another with its id that is still open, must
+        reach the sidecar as start, end, start — or the new one is never watched."""
         pending, probes = self._pending, self._probes
-        for obj, info in self._fresh.items():
-            try:
-                pending.append(describe_start(obj, info))
-                if info[2] is not None:
-                    probes.saw(info[2], info[1])
-            except Exception:
-                logger.debug(
-                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
-                )
-        self._fresh.clear()
+        settled = len(pending)
+        # Short spans first: at equal timestamps an earlier span's end then precedes a
+        # later span's start, and the sort below is stable.
         for obj, info, ended in self._short:
             try:
                 start = describe_start(obj, info)
@@ -448,9 +489,23 @@ class Sender:
                 logger.debug(
                     "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
                 )
+        for obj, info in self._fresh.items():
+            try:
+                pending.append(describe_start(obj, info))
+                if info[2] is not None:
+                    probes.saw(info[2], info[1])
+            except Exception:
+                logger.debug(
+                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
+                )
+        self._fresh.clear()
         self._summarised += self._short_seen - len(self._short)
         self._short.clear()
         self._short_seen = 0
+        if len(pending) > settled:
+            # Ends of spans sent earlier were queued as they came; the events settled
+            # here interleave with them. Timsort on runs already in order is linear.
+            pending.sort(key=_event_time)
 
     def _snapshot(self) -> list[SpanStart]:
         """Every span open right now, from the app threads' own record."""
@@ -500,6 +555,7 @@ class Sender:
                 wall_minus_mono=time.time() - now,
                 loops=self._probes.report(now),
                 summarised=self._summarised,
+                sender_errors=self._errors,
             ),
             events=events,
             resync=self._snapshot() if resync else None,
@@ -520,6 +576,7 @@ class Sender:
         if self._failing:
             self._failing = False
             logger.warning("agents-watchdog: sidecar at %s reachable again", self.settings.url)
+        self._error_streak = 0
         self._results = []
         self._active.clear()  # delivered
         for command in reply.commands:

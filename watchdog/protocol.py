@@ -122,6 +122,8 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     # Spans that began and ended between two sends and were summarised rather than
     # sent one by one (beyond the sampled ones), since the process started.
     summarised: Count = 0
+    # Failures raised on the sender thread that it recovered from, since it started.
+    sender_errors: Count = 0
 
 
 class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
