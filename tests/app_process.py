@@ -19,7 +19,14 @@ import signal
 import sys
 import time
 
-from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+from agents import (
+    Agent,
+    OpenAIResponsesModel,
+    RunConfig,
+    Runner,
+    function_tool,
+    set_tracing_disabled,
+)
 from openai import AsyncOpenAI
 
 from watchdog.processor import RunAborted, abortable, install
@@ -100,6 +107,16 @@ async def main(scenario: str, sidecar: str, standin: str) -> None:
         return
     if scenario == "hang":
         await hung_model_call(client)
+        return
+    if scenario.startswith("blind-"):
+        # Tracing switched off the three ways users do it (blind-env: by the test's
+        # OPENAI_AGENTS_DISABLE_TRACING=1); the model call then hangs unseen.
+        if scenario == "blind-global":
+            set_tracing_disabled(True)
+        config = RunConfig(tracing_disabled=scenario == "blind-run")
+        agent = Agent(name="Unseen", instructions="x", model=model(client, "standin:hang"))
+        print("running", flush=True)
+        await Runner.run(agent, "Go.", run_config=config)
         return
     if scenario == "quick":
         quick = Agent(

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from watchdog.sidecar.config import DEFAULT_THRESHOLDS, ConfigError, Rule, load_config
+from watchdog.sidecar.config import (
+    DEFAULT_THRESHOLDS,
+    ENV_PREFIX,
+    ConfigError,
+    Rule,
+    load_config,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -123,6 +134,10 @@ BAD = [
     ("[incidents]\nmax_count = 0\n", "incidents.max_count", "integer from 1"),
     ("[incidents]\nenabled = 'yes'\n", "incidents.enabled", "true or false"),
     ("[[rules]]\nseverity = 'page'\n", "rules[0].severity", "info, warning, critical"),
+    ("[limits]\nmax_label_services = 0\n", "limits.max_label_services", "integer from 1"),
+    ("[limits]\nmax_label_services = -5\n", "limits.max_label_services", "integer from 1"),
+    ("[limits]\nmax_label_services = 'all'\n", "limits.max_label_services", "integer from 1"),
+    ("[limits]\nmax_label_services = 1.5\n", "limits.max_label_services", "integer from 1"),
 ]
 
 
@@ -209,3 +224,147 @@ def test_default_incident_path_follows_xdg(tmp_path: Path) -> None:
     config = load_config(environ={"XDG_DATA_HOME": str(tmp_path)})
     assert config.incidents.path == str(tmp_path / "agents-watchdog" / "incidents.db")
     assert [sink.type for sink in config.sinks] == ["log"]
+
+
+def test_metric_label_cap(tmp_path: Path) -> None:
+    assert load_config(environ={}).limits.max_label_services == 100
+    config = load_config(write(tmp_path, "[limits]\nmax_label_services = 7\n"), environ={})
+    assert config.limits.max_label_services == 7
+
+
+# What the kubelet puts into every container of a pod (service links are on by default)
+# when the pod's namespace has a Service named agents-watchdog with a cluster IP: here
+# one with a TCP port named `watchdog`, a UDP port named `stats` and an SCTP port named
+# `peer-link` (dashes become underscores).
+SERVICE_LINKS = {
+    "AGENTS_WATCHDOG_PORT": "tcp://10.0.0.7:9750",  # the first port, Docker-link style
+    "AGENTS_WATCHDOG_SERVICE_HOST": "10.0.0.7",
+    "AGENTS_WATCHDOG_SERVICE_PORT": "9750",
+    "AGENTS_WATCHDOG_SERVICE_PORT_WATCHDOG": "9750",
+    "AGENTS_WATCHDOG_SERVICE_PORT_STATS": "9751",
+    "AGENTS_WATCHDOG_SERVICE_PORT_PEER_LINK": "9752",
+    "AGENTS_WATCHDOG_PORT_9750_TCP": "tcp://10.0.0.7:9750",
+    "AGENTS_WATCHDOG_PORT_9750_TCP_PROTO": "tcp",
+    "AGENTS_WATCHDOG_PORT_9750_TCP_PORT": "9750",
+    "AGENTS_WATCHDOG_PORT_9750_TCP_ADDR": "10.0.0.7",
+    "AGENTS_WATCHDOG_PORT_9751_UDP": "udp://10.0.0.7:9751",
+    "AGENTS_WATCHDOG_PORT_9751_UDP_PROTO": "udp",
+    "AGENTS_WATCHDOG_PORT_9751_UDP_PORT": "9751",
+    "AGENTS_WATCHDOG_PORT_9751_UDP_ADDR": "10.0.0.7",
+    "AGENTS_WATCHDOG_PORT_9752_SCTP": "sctp://10.0.0.7:9752",
+    "AGENTS_WATCHDOG_PORT_9752_SCTP_PROTO": "sctp",
+    "AGENTS_WATCHDOG_PORT_9752_SCTP_PORT": "9752",
+    "AGENTS_WATCHDOG_PORT_9752_SCTP_ADDR": "10.0.0.7",
+}
+
+
+def test_kubernetes_service_links_are_ignored_with_a_debug_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pod beside a Service named agents-watchdog loads the same config as a clean
+    environment, and each injected variable is named in a DEBUG line."""
+    caplog.set_level(logging.DEBUG, logger="watchdog.sidecar")
+    config = load_config(environ=SERVICE_LINKS)
+    clean = load_config(environ={})
+    assert config.server == clean.server
+    assert config.server.port == 9750
+    assert dict(config.thresholds.by_kind) == dict(DEFAULT_THRESHOLDS)
+    assert dict(config.thresholds.max_duration) == {}
+    ignored = {
+        getattr(record, "fields", {}).get("variable")  # extra={"fields": ...}, as logs.py reads
+        for record in caplog.records
+        if record.levelno == logging.DEBUG and record.getMessage() == "service_link_ignored"
+    }
+    assert ignored == set(SERVICE_LINKS)
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["tcp://10.0.0.7:9750", "udp://10.0.0.7:53", "sctp://10.0.0.7:9752", "tcp://[fd00::7]:9750"],
+)
+def test_service_link_port_is_ignored_but_a_number_still_sets_the_port(
+    tmp_path: Path, link: str
+) -> None:
+    """AGENTS_WATCHDOG_PORT is both the sidecar's port and the first port's service
+    link: a link leaves the file's port alone, a number still overrides it."""
+    path = write(tmp_path, "[server]\nport = 8000\n")
+    assert load_config(path, environ={"AGENTS_WATCHDOG_PORT": link}).server.port == 8000
+    assert load_config(path, environ={"AGENTS_WATCHDOG_PORT": "9999"}).server.port == 9999
+
+
+@pytest.mark.parametrize(
+    "value", ["http://10.0.0.7:9750", "tcp://10.0.0.7", "tcp://", "tcp://10.0.0.7:x", "97 50"]
+)
+def test_port_that_is_neither_number_nor_service_link_is_still_an_error(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={**SERVICE_LINKS, "AGENTS_WATCHDOG_PORT": value})
+    assert str(caught.value) == (
+        f"config error: server.port: expected an integer from 0 to 65535, got {value!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AGENTS_WATCHDOG_TOKN",
+        # Near misses of the service-link names are not links either.
+        "AGENTS_WATCHDOG_SERVICE_HOSTS",
+        "AGENTS_WATCHDOG_SERVICE_PORT_",
+        "AGENTS_WATCHDOG_SERVICE_PORT__WATCHDOG",
+        "AGENTS_WATCHDOG_PORT_9750",
+        "AGENTS_WATCHDOG_PORT_9750_HTTP",
+        "AGENTS_WATCHDOG_PORT_X_TCP",
+        "AGENTS_WATCHDOG_PORT_9750_TCP_HOST",
+    ],
+)
+def test_unknown_variable_beside_service_links_is_still_refused(name: str) -> None:
+    """Tolerating service links must not hide a typo: the error names the variable,
+    word for word as before."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={**SERVICE_LINKS, name: "tcp://10.0.0.7:9750"})
+    assert caught.value.key == name
+    assert str(caught.value) == (
+        f"config error: {name}: unknown environment variable; expected AGENTS_WATCHDOG_HOST, "
+        "_PORT, _TOKEN, _LOG_LEVEL, _MAX_BODY_BYTES, _UNIX_SOCKET, _CONFIG, _THRESHOLD_<KIND> "
+        "or _MAX_DURATION_<KIND>"
+    )
+
+
+def test_sidecar_process_starts_beside_service_links(tmp_path: Path) -> None:
+    """The real `agents-watchdog serve`, in the environment the kubelet gives a pod beside
+    a Service named agents-watchdog, starts and answers /healthz instead of exiting 2.
+    No --port flag, so AGENTS_WATCHDOG_PORT=tcp://... reaches the loader, and the file's
+    port 0 must survive it."""
+    path = write(tmp_path, "[server]\nport = 0\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(SERVICE_LINKS, XDG_DATA_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watchdog.cli", "serve", "--config", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    try:
+        seen: list[str] = []
+        url = None
+        # Ends at "listening" or when the process exits; pytest's timeout bounds a hang.
+        for line in process.stderr:
+            seen.append(line)
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("event") == "listening":
+                url = str(entry["url"])
+                break
+        assert url is not None, f"exit {process.wait(10)}: {''.join(seen)}"
+        assert not url.endswith(":9750"), url  # the file's port 0, not the link's 9750
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)  # drains stderr while it shuts down
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stderr.close()

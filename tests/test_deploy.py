@@ -248,10 +248,13 @@ def test_compose_app_hangs_flags_recovers_and_exits_cleanly(observed: Observed) 
     )
     assert "agents_watchdog_span_duration_seconds_bucket" in names
     # Every family the rules and the dashboard group by has samples to check labels on,
-    # but aborts, orphans and summarised short spans, which this run has none of.
+    # but aborts, orphans, leaks, sender errors and summarised short spans, which this run
+    # has none of.
     assert observed.names() - set(observed.labels()) <= {
         "agents_watchdog_aborts_total",
         "agents_watchdog_orphaned_spans_total",
+        "agents_watchdog_leaked_spans_total",
+        "agents_watchdog_sender_errors_total",
         "agents_watchdog_spans_summarised_total",
     }
 
@@ -632,8 +635,8 @@ def test_pod_meets_restricted_pod_security(manifests: dict[str, dict[str, Any]])
 def test_sidecar_is_native_probed_and_configured(
     manifests: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    """A native sidecar sharing the process namespace, probed on /healthz and /readyz,
-    with resources, the token from a Secret for both containers, a writable incident
+    """A native sidecar sharing the process namespace, started on /readyz and kept alive
+    on /healthz, with resources, the token from a Secret for both containers, a writable incident
     directory, and its ConfigMap TOML accepted by the real config loader."""
     template = manifests["Deployment"]["spec"]["template"]
     pod = template["spec"]
@@ -642,8 +645,7 @@ def test_sidecar_is_native_probed_and_configured(
     assert sidecar["restartPolicy"] == "Always"
     (port,) = sidecar["ports"]
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
-    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
     for container in pod_containers(pod):
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert "memory" in container["resources"]["limits"]
@@ -671,6 +673,20 @@ def test_sidecar_is_native_probed_and_configured(
     incidents_dir = Path(config.incidents.path).parent.as_posix()
     assert "emptyDir" in volumes[mounted[incidents_dir]]
     assert "/tmp" in mounted
+
+
+def test_pod_gets_no_service_links_and_sidecar_stays_out_of_readiness(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    """No service-link variables in the pod (a Service named agents-watchdog would inject
+    AGENTS_WATCHDOG_* into both containers), and no readiness probe on the sidecar: a
+    native sidecar's readiness is the pod's, so a watchdog hiccup would take the app out
+    of its Service. Startup and liveness probes stay."""
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    assert pod.get("enableServiceLinks") is False
+    (sidecar,) = pod["initContainers"]
+    assert "readinessProbe" not in sidecar
+    assert {"startupProbe", "livenessProbe"} <= set(sidecar)
 
 
 def test_podmonitor_selects_the_sidecar(manifests: dict[str, dict[str, Any]]) -> None:
@@ -736,6 +752,7 @@ def test_rules_cover_each_failure_and_each_is_unit_tested(observed: Observed) ->
         "AgentsWatchdogSpansHung",
         "AgentsWatchdogProcessUnresponsive",
         "AgentsWatchdogProcessDied",
+        "AgentsWatchdogProcessBlind",
         "AgentsWatchdogEventLoopBlocked",
         "AgentsWatchdogEventsRejected",
         "AgentsWatchdogAlertDeliveryFailing",

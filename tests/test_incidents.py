@@ -213,3 +213,27 @@ def test_incident_queries_are_validated(sidecar_factory: Factory) -> None:
     assert httpx.get(f"{sidecar.url}/v1/incidents/abc").status_code == 400
     assert httpx.get(f"{sidecar.url}/v1/incidents/42").status_code == 404
     assert incidents(sidecar, since="2026-01-01T00:00:00Z") == []
+
+
+def test_a_process_exiting_with_a_hung_span_says_so(sidecar_factory: Factory) -> None:
+    """A clean exit with a hung span still open: nothing recovered, nothing 'ended while
+    not reporting'; the log, the alert and the incident say the process exited."""
+    from tests.wire_process import WireProcess, start
+
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            thresholds(response=1) + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        app = WireProcess(sidecar.url, service="leaver")
+        app.send([start("span_left", "trace_left", "response", "model", 5.0)])
+        wait_until(lambda: spans(sidecar, state="hung"))
+        webhook.wait_for(lambda bodies: len(bodies) == 1)
+        app.goodbye()
+        resolved = webhook.wait_for(lambda bodies: len(bodies) == 2)[1]
+        left = sidecar.wait_for("span_left_open", timeout=5)
+    note = resolved["alerts"][0]["annotations"]["resolution"]
+    assert note == "its process exited with the span still open", note
+    assert left is not None and left["span_id"] == "span_left"
+    assert not [e for e in sidecar.logs if e.get("event") == "span_recovered"]
+    row = wait_until(lambda: [i for i in incidents(sidecar) if i["state"] != "open"])[0]
+    assert row["resolution"] == "its process exited with the span still open"

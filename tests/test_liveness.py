@@ -119,3 +119,33 @@ def test_a_clean_exit_is_not_a_death(
         assert metric(sidecar, "agents_watchdog_processes", state="dead") == 0
     assert not [e for e in sidecar.logs if e.get("event") in ("process_died", "span_orphaned")]
     assert webhook.bodies() == []
+
+
+def test_a_process_killed_before_its_threshold_pages_nobody_for_a_hang(
+    standin: StandInServer, sidecar_factory: Factory, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """kill -9 (or the OOM killer) a second into a model call whose threshold is two:
+    the span is orphaned, and no sink ever sees AgentSpanHung for it."""
+    with Receiver() as webhook:
+        sidecar = sidecar_factory(
+            thresholds(response=2)
+            + "[processes]\norphan_retention = 30\n"
+            + f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n'
+        )
+        process = apps("hang", sidecar.url, standin.url)
+        identity = sidecar.wait_for("process_identity", timeout=10)
+        assert identity is not None and identity["verified"] is True
+        stuck = wait_until(
+            lambda: [s for s in spans(sidecar, kind="response") if s["agent"] == "Researcher"]
+        )[0]
+        assert stuck["age_seconds"] < 2 and stuck["state"] == "open"
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        orphaned = wait_until(lambda: spans(sidecar, state="orphaned"), within=15)
+        assert stuck["span_id"] in {s["span_id"] for s in orphaned}
+        wait_until(lambda: ("AgentSpansOrphaned", "firing") in alerts(webhook))
+        assert not [e for e in sidecar.logs if e.get("event") == "span_hung"]
+    assert [a for a in alerts(webhook) if a[0] == "AgentSpanHung"] == []
+    assert metric(
+        sidecar, "agents_watchdog_hung_spans_total", kind="response", service="worker"
+    ) in (None, 0)

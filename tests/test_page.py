@@ -258,6 +258,22 @@ def test_blocked_loop_marks_its_process_and_the_spans_on_it(
         wire.goodbye()
 
 
+def test_a_blind_process_is_marked_with_its_reason(sidecar: SidecarProcess, page: Page) -> None:
+    wire = WireProcess(sidecar.url, TOKEN, service="untraced")
+    reason = "tracing is off: OPENAI_AGENTS_DISABLE_TRACING=1; fix: unset it"
+    try:
+        wire.send(blind=reason)
+        page.context.add_init_script(
+            f"sessionStorage.setItem('agents-watchdog-token', {json.dumps(TOKEN)})"
+        )
+        page.goto(sidecar.url)
+        process_row = page.locator(f'#processes tr[data-key="process:{wire.info.instance_id}"]')
+        expect(process_row).to_have_class("state-blind")
+        expect(process_row.locator(".blind-reason")).to_have_text(reason)
+    finally:
+        wire.goodbye()
+
+
 @pytest.mark.slow
 def test_five_thousand_open_spans_render_and_the_page_stays_responsive(
     sidecar: SidecarProcess, page: Page

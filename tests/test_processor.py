@@ -470,3 +470,68 @@ def test_the_sender_survives_foreign_failures_on_its_thread(
         processor.force_flush()
     wait_until(lambda: recorder.batches[-1].heartbeat.sender_errors == 5)
     assert len([r for r in caplog.records if "goes on watching" in r.getMessage()]) == 2
+
+
+def test_spans_whose_task_finished_leak_instead_of_hanging(
+    sidecar_factory: Callable[..., Any], watch: Watch
+) -> None:
+    """The SDK's streamed cancellation can leave a trace and spans open whose task has
+    finished and whose loop is closed: nothing can end them. They are reported leaked,
+    dropped from the open set, and never flagged hung."""
+    sidecar = sidecar_factory("[thresholds]\ndefault = 60\ncustom = 2\ntrace = 2\n")
+    processor = watch(sidecar.url, heartbeat_interval=0.2, flush_interval=0.05)
+
+    async def forgetful() -> None:
+        run = trace("abandoned")
+        run.start(mark_as_current=True)
+        custom_span("never-finished").start(mark_as_current=True)
+        processor.force_flush()
+
+    asyncio.run(forgetful())  # the task is done, its loop closed; the spans stay open
+    leaked = sidecar.wait_for("span_leaked", timeout=5)
+    assert leaked is not None
+    wait_until(lambda: httpx.get(f"{sidecar.url}/v1/spans", timeout=5).json()["spans"] == [])
+    assert processor.open_spans == 0
+    process = httpx.get(f"{sidecar.url}/v1/processes", timeout=5).json()["processes"][0]
+    assert process["leaked_spans"] == 2
+    # Past both thresholds: nothing was ever flagged.
+    time_left = sidecar.wait_for("span_hung", timeout=2.5)
+    assert time_left is None
+    assert {e["name"] for e in sidecar.logs if e.get("event") == "span_leaked"} == {
+        "abandoned",
+        "never-finished",
+    }
+
+
+def test_a_run_going_on_in_another_task_is_not_a_leak(
+    sidecar_factory: Callable[..., Any], watch: Watch
+) -> None:
+    """A trace opened by a task that has finished, while spans under it go on in
+    another task (a streamed run's background task), is alive, not leaked."""
+    sidecar = sidecar_factory()
+    processor = watch(sidecar.url, heartbeat_interval=0.2, flush_interval=0.05)
+
+    async def main() -> None:
+        run = trace("streamed")
+
+        async def opener() -> None:
+            run.start(mark_as_current=True)
+
+        await asyncio.create_task(opener())
+        worker_started = asyncio.Event()
+
+        async def worker() -> None:
+            with custom_span("still-working", parent=run):
+                worker_started.set()
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(worker())
+        await worker_started.wait()
+        await asyncio.sleep(0.8)  # several leak checks while the trace's opener is done
+        assert not [e for e in sidecar.logs if e.get("event") == "span_leaked"]
+        await task
+        run.finish()
+
+    asyncio.run(main())
+    processor.force_flush()
+    assert not [e for e in sidecar.logs if e.get("event") == "span_leaked"]

@@ -291,3 +291,58 @@ def test_summarised_short_spans_count_as_activity_and_are_counted() -> None:
     assert h.registry.summarised == {"svc": 100}
     h.send(summarised=100)  # a repeated running count adds nothing
     assert h.registry.summarised == {"svc": 100}
+
+
+class Liveness:
+    """The answer the registry gets about its process: True, False or None (unknown)."""
+
+    def __init__(self) -> None:
+        self.answer: bool | None = True
+        self.asked = 0
+
+    def __call__(self, process: ProcessRecord) -> bool | None:
+        self.asked += 1
+        return self.answer
+
+
+def liveness_harness() -> tuple[Harness, Liveness]:
+    h = Harness()
+    liveness = Liveness()
+    h.registry.liveness = liveness
+    return h, liveness
+
+
+def test_a_span_of_a_dead_process_is_orphaned_never_hung() -> None:
+    h, liveness = liveness_harness()
+    now = h.clock.now
+    h.send(trace_start(now), start("r", "response", now))
+    liveness.answer = False  # the pid is gone (kill -9) before the threshold passes
+    assert h.advance(6) == []
+    assert ("hung", "r", None) not in h.recorder.events
+    process = h.registry.processes["p1"]
+    assert process.status == "dead"
+    assert {s.span_id: s.state for s in process.orphans} == {"t1": "orphaned", "r": "orphaned"}
+
+
+def test_an_unprovable_process_is_flagged_only_once_it_speaks_after_the_deadline() -> None:
+    """Where the pid cannot be checked (another host, an unproven pid), a batch that
+    arrives after the deadline is what proves the process alive."""
+    h, liveness = liveness_harness()
+    liveness.answer = None
+    now = h.clock.now
+    h.send(start("r", "response", now), start("q", "response", now))
+    assert h.advance(6) == []  # silent since the start: held, not flagged
+    assert h.state("r") == "open"
+    h.send(SpanEnd("q", now + 6.5))  # it speaks: alive
+    assert h.advance(0) == ["r"]
+    assert h.state("r") == "hung"
+    assert ("hung", "q", None) not in h.recorder.events
+    assert h.registry.processes["p1"].held == {}
+
+
+def test_liveness_is_asked_once_per_process_per_pass() -> None:
+    h, liveness = liveness_harness()
+    now = h.clock.now
+    h.send(*(start(f"r{i}", "response", now) for i in range(50)))
+    assert len(h.advance(6)) == 50
+    assert liveness.asked == 1

@@ -57,6 +57,7 @@ class WireProcess:
         events: Sequence[SpanStart | SpanEnd] = (),
         loops: Sequence[LoopReport] = (),
         goodbye: bool = False,
+        blind: str | None = None,
     ) -> Reply:
         """Send one batch (events in chunks of 2,000); returns the last reply."""
         chunks = [list(events[i : i + 2000]) for i in range(0, len(events), 2000)] or [[]]
@@ -74,6 +75,7 @@ class WireProcess:
                     dropped_events=0,
                     wall_minus_mono=time.time() - time.monotonic(),
                     loops=list(loops),
+                    blind=blind,
                 ),
                 events=list(chunk),
                 goodbye=goodbye and chunk is chunks[-1],

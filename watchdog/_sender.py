@@ -33,6 +33,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -166,9 +167,32 @@ def _event_time(event: Event) -> float:
     return event.started if isinstance(event, SpanStart) else event.ended
 
 
+def _parent_of(obj: Any) -> str | None:
+    """The id of the span or trace a span runs under (None for a trace)."""
+    if not _is_span(obj):
+        return None
+    return str(obj.parent_id or obj.trace_id)[:MAX_ID_LENGTH]
+
+
 def _span_id_of(obj: Any) -> str:
     key = obj.span_id if _is_span(obj) else obj.trace_id
     return str(key)[:MAX_ID_LENGTH]
+
+
+def _never_blind() -> tuple[str | None, str | None]:
+    return None, None
+
+
+_warned: set[str] = set()
+
+
+def warn_blind(reason: str) -> None:
+    """Tell the app's log (stderr, when it configured none) once per reason that its
+    agent runs cannot be watched, naming the setting and the fix."""
+    if reason in _warned:
+        return
+    _warned.add(reason)
+    logger.warning("agents-watchdog cannot watch this process's agent runs: %s", reason)
 
 
 class _QuietSenderRequests(logging.Filter):
@@ -192,8 +216,12 @@ class Sender:
         queue: deque[tuple[Any, ...]],
         open_spans: dict[Any, OpenInfo],
         dropped: Callable[[], int],
+        blind: Callable[[], tuple[str | None, str | None]] | None = None,
     ) -> None:
         self.settings = settings
+        # (the setting that hides runs, what to report now): see WatchdogProcessor.
+        self._blind = blind or _never_blind
+        self._warned_blind: str | None = None
         self.max_batch = settings.max_batch
         # Read lock-free by the app's threads: True while the sender sleeps with
         # nothing pending, so the first new event wakes it (one Event.set per window).
@@ -217,6 +245,10 @@ class Sender:
         # news, even for those started too recently to have been sent as started.
         self._resynced: set[Any] = set()
         self._active: set[str] = set()
+        # Leaks found and not yet delivered; candidates seen by the last check.
+        self._leaked: list[str] = []
+        self._leak_candidates: set[Any] = set()
+        self._next_leak_check = 0.0
         self._results: list[CommandResult] = []
         self._probes = LoopProbes()
         self._lost = 0
@@ -523,6 +555,45 @@ class Sender:
                 )
         return snapshot
 
+    def _find_leaks(self) -> None:
+        """Find open spans that can never end, and stop reporting them as open.
+
+        A span whose owning task is done (or whose thread has exited) was left open by
+        code that will never run again — an SDK cleanup path that was cancelled, a
+        span started by hand and forgotten. Reported open, it would be flagged hung
+        for ever. It is a leak when its owner is gone, no open span beneath it has a
+        live owner (a run it started may go on in another task), and the last check
+        found the same (a span being ended right now is not mistaken for one)."""
+        opened = self._open.copy()
+        threads = sys._current_frames().keys()
+        gone = set()
+        for obj, info in opened.items():
+            task = info[2]
+            if task.done() if task is not None else info[1] not in threads:
+                gone.add(obj)
+        if not gone:
+            self._leak_candidates = set()
+            return
+        keys = {_span_id_of(obj): obj for obj in opened}
+        protected: set[Any] = set()
+        for obj in opened:
+            if obj in gone:
+                continue
+            parent = _parent_of(obj)
+            for _ in range(64):
+                ancestor = keys.get(parent) if parent is not None else None
+                if ancestor is None or ancestor in protected:
+                    break
+                protected.add(ancestor)
+                parent = _parent_of(ancestor)
+        candidates = gone - protected
+        leaked = candidates & self._leak_candidates
+        self._leak_candidates = candidates - leaked
+        for obj in leaked:
+            if self._open.pop(obj, None) is not None:
+                self._resynced.discard(obj)
+                self._leaked.append(_span_id_of(obj))
+
     def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
         """Send pending events in chunks of ``max_batch``; True when all were taken."""
         self._resync_now = False
@@ -543,6 +614,13 @@ class Sender:
         assert self._process is not None
         self._seq += 1
         now = time.monotonic()
+        if now >= self._next_leak_check:
+            self._next_leak_check = now + self.settings.heartbeat_interval
+            self._find_leaks()
+        blind_setting, blind = self._blind()
+        if blind_setting is not None and blind_setting != self._warned_blind:
+            self._warned_blind = blind_setting
+            warn_blind(blind_setting)
         batch = Batch(
             v=PROTOCOL_VERSION,
             process=self._process,
@@ -556,12 +634,14 @@ class Sender:
                 loops=self._probes.report(now),
                 summarised=self._summarised,
                 sender_errors=self._errors,
+                blind=blind,
             ),
             events=events,
             resync=self._snapshot() if resync else None,
             goodbye=goodbye,
             results=self._results,
             active=[key[:MAX_ID_LENGTH] for key in self._active],
+            leaked=self._leaked[:MAX_ACTIVE],
         )
         timeout = self.settings.request_timeout
         if self._stopping:
@@ -579,6 +659,7 @@ class Sender:
         self._error_streak = 0
         self._results = []
         self._active.clear()  # delivered
+        self._leaked = []
         for command in reply.commands:
             self._results.append(execute(command, self._open))
         restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id

@@ -32,7 +32,13 @@ from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
-from agents.tracing import TracingProcessor, add_trace_processor, set_trace_processors
+from agents.tracing import (
+    TracingProcessor,
+    add_trace_processor,
+    get_trace_provider,
+    set_trace_processors,
+)
+from agents.tracing.traces import NoOpTrace
 
 from watchdog._control import RunAborted, abortable
 from watchdog._sender import END, START, OpenInfo, Sender, SenderSettings
@@ -44,6 +50,9 @@ __all__ = ["DEFAULT_URL", "RunAborted", "WatchdogProcessor", "abortable", "insta
 
 DEFAULT_URL: Final = "http://127.0.0.1:9750"
 _get_ident = threading.get_ident
+# How long a process stays blind after its last untraced run ended: an app that runs
+# untraced now and then is partly unwatched, and must not flicker in and out of sight.
+BLIND_HOLD: Final = 300.0
 
 
 class WatchdogProcessor(TracingProcessor):
@@ -100,6 +109,8 @@ class WatchdogProcessor(TracingProcessor):
         self._max_queue = max_queue
         self._max_open_spans = max_open_spans
         self._start_lock = threading.Lock()
+        # The SDK's trace provider, once install() watches it for blindness.
+        self._provider: Any = None
         self._reset()
         _FORK_CHILDREN.add(self)
 
@@ -115,6 +126,12 @@ class WatchdogProcessor(TracingProcessor):
         self._started = False
         self._shut_down = False
         self._dropped = 0
+        # Blindness (see install): why runs go unseen, and the untraced runs in progress.
+        self._blind_reason: str | None = None
+        self._blind_since = 0.0
+        self._untraced: dict[Any, float] = {}
+        self._untraced_runs = 0
+        self._untraced_last = -BLIND_HOLD
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -178,7 +195,9 @@ class WatchdogProcessor(TracingProcessor):
         with self._start_lock:
             if self._started or self._shut_down:
                 return
-            self._sender = Sender(self._settings, self._queue, self._open, self._dropped_count)
+            self._sender = Sender(
+                self._settings, self._queue, self._open, self._dropped_count, self._blind
+            )
             self._sender.start()
             self._started = True
 
@@ -214,6 +233,47 @@ class WatchdogProcessor(TracingProcessor):
         self._queue = deque(maxlen=0)
         self._max_open = 0
         self._open = {}
+
+    # -- blindness ---------------------------------------------------------------------
+
+    def _untraced_run(self, reason: str) -> None:
+        """A run began that this processor cannot see (tracing off, or it was removed).
+        Called once per run, never per span; starts the sender so the process
+        registers and shows as blind."""
+        if reason != self._blind_reason:
+            self._blind_reason = reason
+            self._blind_since = monotonic()
+        self._untraced_runs += 1
+        self._untraced_last = monotonic()
+        if not self._started:
+            self._start()
+
+    def _blind(self) -> tuple[str | None, str | None]:
+        return self._blind_reason, self.blindness()
+
+    def blindness(self) -> str | None:
+        """Why this process's runs cannot be watched right now, or None when they can.
+
+        Blind while an untraced run is in progress, while tracing is off for the whole
+        process, and for ``BLIND_HOLD`` seconds after the last untraced run."""
+        reason = self._blind_reason
+        if reason is None:
+            return None
+        untraced = len(self._untraced)
+        if untraced:
+            return f"{reason} ({untraced} untraced run(s) in progress)"
+        if _globally_disabled(self._provider) is not None:
+            return reason
+        if monotonic() - self._untraced_last < BLIND_HOLD:
+            return (
+                f"{reason} (last untraced run ended {monotonic() - self._untraced_last:.0f} s ago)"
+            )
+        return None
+
+    @property
+    def untraced_runs(self) -> int:
+        """Runs this process began that the SDK's tracing did not show this processor."""
+        return self._untraced_runs
 
     @property
     def dropped_events(self) -> int:
@@ -287,7 +347,120 @@ def install(
         else:
             add_trace_processor(processor)
         _installed = processor
+        _watch_for_blindness(processor)
         return processor
+
+
+# What to say, per setting that hides runs from the processor: the setting, and the fix.
+_FIXES: Final = {
+    "env": "unset it; to watch without exporting traces to OpenAI, use "
+    "install(replace_default=True) instead",
+    "manual": "remove that call; to watch without exporting traces to OpenAI, use "
+    "install(replace_default=True) instead",
+    "run": "drop tracing_disabled from the RunConfig; to keep traces away from OpenAI while "
+    "watching, use install(replace_default=True)",
+    "removed": "call install() after set_trace_processors(), or include the installed "
+    "processor in the list",
+}
+
+
+def _globally_disabled(provider: Any) -> str | None:
+    """Which process-wide setting turns the SDK's tracing off, or None."""
+    if provider is None or not getattr(provider, "_disabled", False):
+        return None
+    if getattr(provider, "_manual_disabled", None):
+        return "manual"
+    return "env"
+
+
+def _reason(kind: str) -> str:
+    setting = {
+        "env": "OPENAI_AGENTS_DISABLE_TRACING="
+        + os.environ.get("OPENAI_AGENTS_DISABLE_TRACING", "1"),
+        "manual": "agents.set_tracing_disabled(True)",
+        "run": "RunConfig(tracing_disabled=True) (or trace(..., disabled=True))",
+        "removed": "the WatchdogProcessor is no longer among the SDK's trace processors",
+    }[kind]
+    return f"tracing is off: {setting}; fix: {_FIXES[kind]}"
+
+
+class _UntracedRun(NoOpTrace):
+    """The SDK's disabled trace, telling the processor while a run it cannot see is in
+    progress. Behaves exactly as ``NoOpTrace`` otherwise."""
+
+    def __init__(self, untraced: dict[Any, float]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._untraced = untraced
+
+    def start(self, mark_as_current: bool = False) -> None:
+        """Start as ``NoOpTrace`` does; an untraced run is now in progress."""
+        super().start(mark_as_current)
+        self._untraced[self] = monotonic()
+
+    def finish(self, reset_current: bool = False) -> None:
+        """Finish as ``NoOpTrace`` does; the untraced run is over."""
+        self._untraced.pop(self, None)
+        super().finish(reset_current)
+
+
+def _watch_for_blindness(processor: WatchdogProcessor) -> None:
+    """Let the installed processor learn of runs the SDK's tracing keeps from it.
+
+    With tracing off — ``OPENAI_AGENTS_DISABLE_TRACING``, ``set_tracing_disabled(True)``
+    or ``RunConfig(tracing_disabled=True)`` — the SDK calls no processor at all, so a
+    hang would go unseen with nothing to say so. The one place all three pass through
+    is the trace provider's ``create_trace``: wrapped here once (on the instance, so
+    the provider's class and every ``isinstance`` check stay as they were), it tells
+    the installed processor of each run it will not see. Once per run, never per span.
+    """
+    try:
+        provider = get_trace_provider()
+        processor._provider = provider
+        if not getattr(provider.create_trace, "_agents_watchdog", False):
+            wrapped = _watched_create_trace(provider, provider.create_trace)
+            provider.create_trace = wrapped  # type: ignore[method-assign]
+    except Exception:
+        return  # a provider we cannot wrap: watching goes on as before
+    kind = _globally_disabled(provider)
+    if kind is not None:
+        # Said now, at install: the first run may be hours away.
+        _warn(_reason(kind))
+
+
+def _watched_create_trace(provider: Any, create_trace: Any) -> Any:
+    def watched_create_trace(*args: Any, **kwargs: Any) -> Any:
+        trace = create_trace(*args, **kwargs)
+        processor = _installed
+        if processor is None:
+            return trace
+        try:
+            if isinstance(trace, NoOpTrace):
+                processor._untraced_run(_reason(_globally_disabled(provider) or "run"))
+                if type(trace) is NoOpTrace:
+                    return _UntracedRun(processor._untraced)
+            else:
+                processors = _processors_of(provider)
+                if processors is not None and processor not in processors:
+                    processor._untraced_run(_reason("removed"))
+        except Exception:
+            pass  # the app must never see a watchdog failure
+        return trace
+
+    watched_create_trace._agents_watchdog = True  # type: ignore[attr-defined]
+    return watched_create_trace
+
+
+def _processors_of(provider: Any) -> tuple[Any, ...] | None:
+    """The provider's processors, where it keeps them as the SDK's default one does."""
+    multi = getattr(provider, "_multi_processor", None)
+    processors = getattr(multi, "_processors", None)
+    return tuple(processors) if isinstance(processors, tuple | list) else None
+
+
+def _warn(reason: str) -> None:
+    from watchdog._sender import warn_blind
+
+    warn_blind(reason)
 
 
 def _program_name() -> str:

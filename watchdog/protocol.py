@@ -124,6 +124,9 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     summarised: Count = 0
     # Failures raised on the sender thread that it recovered from, since it started.
     sender_errors: Count = 0
+    # Why agent runs of this process go unseen (tracing off, the processor removed),
+    # with the fix; None while everything it runs is watched.
+    blind: Annotated[str, Meta(max_length=1000)] | None = None
 
 
 class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -157,6 +160,9 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     # Spans (or traces) under which summarised short spans ran since the last batch:
     # activity that keeps those containers from looking idle.
     active: Annotated[list[Id], Meta(max_length=100_000)] = []
+    # Spans that can never end: the task (or thread) that opened them has finished
+    # without ending them. The sidecar drops them from the open set, never flags them.
+    leaked: Annotated[list[Id], Meta(max_length=100_000)] = []
 
 
 class Command(msgspec.Struct):

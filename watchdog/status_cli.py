@@ -43,6 +43,7 @@ _STYLES: Final = {
     "orphaned": "yellow",
     "unresponsive": "bold red",
     "dead": "bold red",
+    "blind": "bold yellow",
     "live": "green",
     "open": "",
 }
@@ -86,7 +87,9 @@ def problems_of(processes: list[dict[str, Any]], spans: list[dict[str, Any]]) ->
     found = []
     for process in processes:
         who = f"{process['service']} (pid {process['pid']} on {process['host']})"
-        if process["state"] != "live":
+        if process["state"] == "blind":
+            found.append(f"process {who} is blind: {process.get('blind_reason')}")
+        elif process["state"] != "live":
             found.append(f"process {who} is {process['state']}")
         for loop in process["loops"]:
             if loop["blocked"]:

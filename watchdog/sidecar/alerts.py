@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener
+from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener, unknown_end
 
 __all__ = [
     "Alert",
@@ -33,6 +33,7 @@ SPAN_HUNG: Final = "AgentSpanHung"
 PROCESS_UNRESPONSIVE: Final = "AgentProcessUnresponsive"
 SPANS_ORPHANED: Final = "AgentSpansOrphaned"
 LOOP_BLOCKED: Final = "AgentEventLoopBlocked"
+PROCESS_BLIND: Final = "AgentProcessBlind"
 # Alertmanager's "no end time": an alert that is still firing.
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 
@@ -269,6 +270,7 @@ class AlertBook(RegistryListener):
         """Resolve the unresponsive alert; fire ``AgentSpansOrphaned`` if spans were open."""
         info = process.info
         self._resolve_key(f"{PROCESS_UNRESPONSIVE}/{info.instance_id}", "the process died")
+        self._resolve_key(f"{PROCESS_BLIND}/{info.instance_id}", "the process died")
         if not orphans:
             return
         kinds = ", ".join(sorted({span.kind for span in orphans}))
@@ -282,18 +284,32 @@ class AlertBook(RegistryListener):
             + ", ".join(sorted({span.trace_id for span in orphans})[:5]),
         )
 
+    def process_blind(self, process: ProcessRecord, now: float) -> None:
+        """Fire ``AgentProcessBlind``: its runs cannot be watched, so silence means nothing."""
+        info = process.info
+        self._process_alert(
+            PROCESS_BLIND,
+            process,
+            f"{info.service}: pid {info.pid} on {info.host} cannot be watched",
+            f"Agent runs of pid {info.pid} ({info.service!r} on {info.host}) are invisible to "
+            f"the watchdog: {process.blind}. A hang there would go unseen.",
+            extra={"reason": process.blind or ""},
+        )
+
+    def process_sighted(self, process: ProcessRecord, now: float) -> None:
+        """Its runs are visible again: resolve ``AgentProcessBlind``."""
+        self._resolve_key(
+            f"{PROCESS_BLIND}/{process.info.instance_id}", "its runs are traced again"
+        )
+
     def process_left(self, process: ProcessRecord, now: float) -> None:
         """The process is forgotten: anything still firing for it resolves."""
-        for alertname in (PROCESS_UNRESPONSIVE, SPANS_ORPHANED):
+        for alertname in (PROCESS_UNRESPONSIVE, SPANS_ORPHANED, PROCESS_BLIND):
             self._resolve_key(f"{alertname}/{process.info.instance_id}", "process forgotten")
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """The span ended (or left with its process): its alert resolves."""
-        note = (
-            f"ended after {_duration(duration)}"
-            if duration is not None
-            else "ended while its process was not reporting"
-        )
+        note = f"ended after {_duration(duration)}" if duration is not None else unknown_end(span)
         self._resolve(span, note)
 
     def _resolve(self, span: OpenSpan, note: str) -> None:

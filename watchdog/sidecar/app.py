@@ -35,8 +35,14 @@ from watchdog.sidecar.learning import DurationLearner, threshold_rows
 from watchdog.sidecar.limits import Admission
 from watchdog.sidecar.logs import SpanLog, log_event
 from watchdog.sidecar.loops import LoopWatch
-from watchdog.sidecar.metrics import IngestStats, SpanStats, WatchdogCollector, bucket_edges
-from watchdog.sidecar.registry import Fanout, OpenSpan, Registry
+from watchdog.sidecar.metrics import (
+    BoundedLabels,
+    IngestStats,
+    SpanStats,
+    WatchdogCollector,
+    bucket_edges,
+)
+from watchdog.sidecar.registry import Fanout, OpenSpan, ProcessRecord, Registry
 from watchdog.sidecar.sinks import Dispatcher, build_sink
 from watchdog.sidecar.stacks import StackCollector
 from watchdog.sidecar.web import find_spans, page, processes_json, static_files
@@ -137,10 +143,12 @@ class Sidecar:
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._hostname = socket.gethostname()
         self.sidecar_id = uuid.uuid4().hex
         self.version = version()
-        self.ingest_stats = IngestStats()
-        self.span_stats = SpanStats(bucket_edges(config.thresholds.edges()))
+        self.metric_labels = BoundedLabels(config.limits.max_label_services)
+        self.ingest_stats = IngestStats(self.metric_labels)
+        self.span_stats = SpanStats(bucket_edges(config.thresholds.edges()), self.metric_labels)
         # Where links in alerts point; `serve` sets it once the port is bound.
         self.base_url = config.alerting.external_url or (
             f"http://{config.server.host}:{config.server.port}"
@@ -194,6 +202,8 @@ class Sidecar:
             learner=self.learner,
             max_open_spans=config.limits.max_open_spans,
             refused=self.ingest_stats.rejected,
+            liveness=self._alive,
+            service_label=self.metric_labels.service,
         )
         self.admission = Admission(config.limits, self.registry)
         self.socket_table = SocketTable()
@@ -216,6 +226,13 @@ class Sidecar:
         self._rejections_logged: dict[str, float] = {}
         token = config.server.token
         self._token = token.encode() if token else None
+
+    def _alive(self, process: ProcessRecord) -> bool | None:
+        """Whether the process is alive, where that can be known: its pid was proven
+        to be the connection's own and it runs on this host (see identity.py)."""
+        if process.verified and process.info.host == self._hostname:
+            return is_alive(process.info)
+        return None
 
     def _stack_captured(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
         self.incidents.stack_captured(span, source, stack, note)
@@ -495,7 +512,7 @@ class Sidecar:
             )
         received = len(batch.events) + len(batch.resync or ())
         if received:
-            self.ingest_stats.received[batch.process.service] += received
+            self.ingest_stats.count_received(batch.process.service, received)
         if self.detector is not None:
             self.detector.poke()
         instance = batch.process.instance_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -271,7 +272,9 @@ class LimitsConfig:
     """``[limits]``: what one client, or all of them, may cost the sidecar.
 
     Past a limit the sidecar refuses with a clear 4xx/503 and counts the refusal in
-    ``events_rejected_total{reason}``; what it already holds stays as it was.
+    ``events_rejected_total{reason}``; what it already holds stays as it was. Past
+    ``max_label_services`` nothing is refused: metrics fold the service into one label
+    value, counted in ``label_overflow_total{label="service"}``.
     """
 
     max_processes: int = 10_000  # process records: live, unresponsive, dead (retained)
@@ -280,6 +283,9 @@ class LimitsConfig:
     max_events_per_second: float = 100_000.0
     max_connections: int = 4096  # open at once; requests past it get 503
     request_timeout: float = 10.0  # seconds a client may take to send one whole request
+    # Distinct `service` label values in metrics; later services share "_overflow".
+    # A pod runs a few services, a host dozens; each costs up to one histogram per kind.
+    max_label_services: int = 100
 
 
 # How many seconds of max_events_per_second a process may send at once: a processor
@@ -491,8 +497,37 @@ def _auto(key: str, table: Mapping[str, object]) -> AutoThreshold:
     )
 
 
+logger = logging.getLogger("watchdog.sidecar")
+
+# Kubernetes service links: for a Service named agents-watchdog with a cluster IP, the
+# kubelet puts these into every container of every pod in its namespace (unless the pod
+# sets enableServiceLinks: false), so nobody meant them as settings. Matched by the names
+# the kubelet writes (suffix after the prefix), and nothing looser: a typo of a real
+# variable must still be refused. A port name (`peer-link`) arrives as PEER_LINK.
+_SERVICE_LINK_NAME: Final = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9]+)*"
+    r"|PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?"
+)
+# AGENTS_WATCHDOG_PORT is also the first port's Docker-style link, `tcp://10.0.0.7:9750`
+# (an IPv6 cluster IP in brackets), and the sidecar's own port as a plain number.
+_SERVICE_LINK_URL: Final = re.compile(r"(?:tcp|udp|sctp)://\S+:[0-9]+")
+
+
+def _is_service_link(rest: str, value: str) -> bool:
+    """Whether ``AGENTS_WATCHDOG_<rest>=<value>`` is one that Kubernetes service links
+    inject, not a setting: ``PORT`` only with a ``proto://host:port`` value."""
+    if rest == "PORT":
+        return _SERVICE_LINK_URL.fullmatch(value) is not None
+    return _SERVICE_LINK_NAME.fullmatch(rest) is not None
+
+
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """Apply ``AGENTS_WATCHDOG_*`` variables on top of the file's values."""
+    """Apply ``AGENTS_WATCHDOG_*`` variables on top of the file's values.
+
+    Variables that Kubernetes service links inject are skipped, each with a DEBUG line
+    naming it; any other unknown ``AGENTS_WATCHDOG_*`` variable raises
+    :class:`ConfigError` naming it.
+    """
     server = data.setdefault("server", {})
     thresholds = data.setdefault("thresholds", {})
     max_duration = data.setdefault("max_duration", {})
@@ -512,6 +547,9 @@ def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         ):
             continue
         rest = name[len(ENV_PREFIX) :]
+        if _is_service_link(rest, value):
+            logger.debug("service_link_ignored", extra={"fields": {"variable": name}})
+            continue
         if rest in simple:
             server[simple[rest]] = value
         elif rest.startswith("THRESHOLD_"):
@@ -607,6 +645,7 @@ def _limits(raw: Mapping[str, object]) -> LimitsConfig:
             "max_events_per_second",
             "max_connections",
             "request_timeout",
+            "max_label_services",
         },
     )
     d = LimitsConfig()
@@ -626,6 +665,12 @@ def _limits(raw: Mapping[str, object]) -> LimitsConfig:
         ),
         request_timeout=_seconds(
             "limits.request_timeout", raw.get("request_timeout", d.request_timeout)
+        ),
+        max_label_services=_int(
+            "limits.max_label_services",
+            raw.get("max_label_services", d.max_label_services),
+            1,
+            100_000,
         ),
     )
 

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 from watchdog.sidecar.alerts import Alert
 from watchdog.sidecar.config import IncidentConfig
 from watchdog.sidecar.logs import log_event
-from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener
+from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener, unknown_end
 
 __all__ = ["IncidentLog", "IncidentStore", "StoreUnavailable"]
 
@@ -384,7 +384,7 @@ class IncidentLog(RegistryListener):
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """The span ended: its incident resolves with the total duration."""
-        note = "span ended" if duration is not None else "ended while its process was not reporting"
+        note = "span ended" if duration is not None else unknown_end(span)
         self._close(span, duration, note)
 
     def span_orphaned(self, span: OpenSpan, now: float) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener
+from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener, unknown_end
 
 __all__ = ["JsonFormatter", "SpanLog", "configure_logging", "log_event", "span_fields"]
 
@@ -118,6 +118,20 @@ class SpanLog(RegistryListener):
         """Log a span its process left open."""
         log_event(logging.WARNING, "span_orphaned", **span_fields(span, now))
 
+    def span_leaked(self, span: OpenSpan, now: float) -> None:
+        """Note a span that can never end: a finding, not a page."""
+        log_event(logging.INFO, "span_leaked", note=unknown_end(span), **span_fields(span, now))
+
+    def process_blind(self, process: ProcessRecord, now: float) -> None:
+        """Log a process whose runs cannot be watched."""
+        log_event(
+            logging.WARNING, "process_blind", reason=process.blind, **_process_fields(process)
+        )
+
+    def process_sighted(self, process: ProcessRecord, now: float) -> None:
+        """Log a blind process whose runs are traced again."""
+        log_event(logging.INFO, "process_sighted", **_process_fields(process))
+
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Log the flagged span."""
         log_event(logging.WARNING, "span_hung", reason=span.reason, **span_fields(span, now))
@@ -131,7 +145,11 @@ class SpanLog(RegistryListener):
         if span.state != "hung":
             return
         fields = span_fields(span, now)
+        if duration is None and span.process.leaving == "exited":
+            # It did not recover: its process shut down with it still open.
+            log_event(logging.WARNING, "span_left_open", note=unknown_end(span), **fields)
+            return
         fields["duration_seconds"] = None if duration is None else round(duration, 3)
         if duration is None:
-            fields["note"] = "ended while its process was not reporting; end time unknown"
+            fields["note"] = f"{unknown_end(span)}; end time unknown"
         log_event(logging.WARNING, "span_recovered", **fields)

@@ -4,6 +4,11 @@ Gauges (open, hung, oldest age, processes) are read from the registry at scrape 
 instead of being updated on every event; counters and the duration histogram are
 plain integers bumped by the registry's listener. Labels are ``service`` and
 ``kind`` (plus ``reason`` and ``state`` where named) — never span or trace ids.
+
+``service`` and ``kind`` are chosen by apps, and every new value would add series that
+are never freed, here and in every Prometheus that scrapes us. :class:`BoundedLabels`
+folds them: a kind the SDK does not define becomes ``other``, a service past
+``limits.max_label_services`` becomes ``_overflow``, and each fold is counted.
 """
 
 from __future__ import annotations
@@ -22,11 +27,26 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from watchdog.sidecar.config import KINDS, LimitsConfig
 from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener
 
-__all__ = ["PREFIX", "IngestStats", "SpanStats", "WatchdogCollector", "bucket_edges"]
+__all__ = [
+    "OTHER_KIND",
+    "OVERFLOW_SERVICE",
+    "PREFIX",
+    "BoundedLabels",
+    "IngestStats",
+    "SpanStats",
+    "WatchdogCollector",
+    "bucket_edges",
+]
 
 PREFIX: Final = "agents_watchdog_"
+# The label values folded ones become. "other" reads naturally beside the SDK's kinds,
+# which are a closed set; a service is any name an app picks (install(service=...)),
+# "other" included, so its overflow value is one no real service is likely to use.
+OTHER_KIND: Final = "other"
+OVERFLOW_SERVICE: Final = "_overflow"
 _BASE_EDGES: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -44,36 +64,89 @@ class _Histogram:
         self.total = 0.0
 
 
+class BoundedLabels:
+    """The ``service`` and ``kind`` label values metrics may carry, in bounded number.
+
+    Known kinds keep their name and any other kind is :data:`OTHER_KIND`. The first
+    ``max_services`` services seen keep theirs for the life of the sidecar (their
+    counters live as long); later ones share :data:`OVERFLOW_SERVICE`. Metric state is
+    keyed by these values, so memory is bounded too. ``overflow`` counts, by label,
+    the updates whose value was folded. Only metrics fold: logs, alerts and the JSON
+    API keep the strings the app sent.
+    """
+
+    def __init__(self, max_services: int = LimitsConfig.max_label_services) -> None:
+        self.max_services = max_services
+        self._services: set[str] = set()
+        # Both labels are always exported, zero until something is folded.
+        self.overflow: Counter[str] = Counter({"service": 0, "kind": 0})
+
+    def service(self, service: str, counted: bool = True) -> str:
+        """The label value for ``service``; ``counted=False`` at scrape time, where the
+        same spans are seen again on every scrape."""
+        if service in self._services:
+            return service
+        if len(self._services) < self.max_services and service != OVERFLOW_SERVICE:
+            self._services.add(service)
+            return service
+        if counted:
+            self.overflow["service"] += 1
+        return OVERFLOW_SERVICE
+
+    def kind(self, kind: str, counted: bool = True) -> str:
+        """The label value for ``kind``."""
+        if kind in KINDS:
+            return kind
+        if counted:
+            self.overflow["kind"] += 1
+        return OTHER_KIND
+
+    def span(self, span: OpenSpan) -> tuple[str, str]:
+        """The ``(service, kind)`` label values of one span, counted."""
+        return self.service(span.process.service), self.kind(span.kind)
+
+
 class IngestStats:
     """What ingest accepted and rejected."""
 
-    def __init__(self) -> None:
+    def __init__(self, labels: BoundedLabels | None = None) -> None:
+        self.labels = labels or BoundedLabels()
         self.received: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+
+    def count_received(self, service: str, events: int) -> None:
+        """Count ``events`` span events accepted from ``service``."""
+        self.received[self.labels.service(service)] += events
 
 
 class SpanStats(RegistryListener):
     """Counters fed by the registry: hung spans so far and durations of ended spans."""
 
-    def __init__(self, edges: tuple[float, ...]) -> None:
+    def __init__(self, edges: tuple[float, ...], labels: BoundedLabels | None = None) -> None:
         self.edges = edges
+        self.labels = labels or BoundedLabels()
         self.hung_total: Counter[tuple[str, str]] = Counter()
         self.orphaned_total: Counter[tuple[str, str]] = Counter()
+        self.leaked_total: Counter[tuple[str, str]] = Counter()
         self.durations: dict[tuple[str, str], _Histogram] = {}
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Count a newly hung span."""
-        self.hung_total[(span.process.service, span.kind)] += 1
+        self.hung_total[self.labels.span(span)] += 1
 
     def span_orphaned(self, span: OpenSpan, now: float) -> None:
         """Count a span left open by a process that died."""
-        self.orphaned_total[(span.process.service, span.kind)] += 1
+        self.orphaned_total[self.labels.span(span)] += 1
+
+    def span_leaked(self, span: OpenSpan, now: float) -> None:
+        """Count a span whose owner finished without ending it."""
+        self.leaked_total[self.labels.span(span)] += 1
 
     def span_ended(self, span: OpenSpan, duration: float | None, now: float) -> None:
         """Observe the duration of an ended span (unknown durations are not observed)."""
         if duration is None:
             return
-        key = (span.process.service, span.kind)
+        key = self.labels.span(span)
         histogram = self.durations.get(key)
         if histogram is None:
             histogram = self.durations[key] = _Histogram(len(self.edges) + 1)
@@ -106,6 +179,7 @@ class WatchdogCollector(Collector):
         """Build the metric families (called by prometheus_client on each scrape)."""
         now = self.clock()
         labels = ["service", "kind"]
+        folded = self.span_stats.labels
         open_spans = GaugeMetricFamily(
             PREFIX + "open_spans", "Spans open right now, hung ones included.", labels=labels
         )
@@ -123,19 +197,19 @@ class WatchdogCollector(Collector):
         processes: Counter[str] = Counter()
         lag: dict[str, float] = {}
         for process in self.registry.processes.values():
-            processes[process.status] += 1
+            processes[process.state] += 1
+            service = folded.service(process.service, counted=False)
             for report in process.loops:
-                lag[process.service] = max(lag.get(process.service, 0.0), report.lag)
-            service = process.service
+                lag[service] = max(lag.get(service, 0.0), report.lag)
             for kind, spans in process.spans_by_kind.items():
-                key = (service, kind)
+                key = (service, folded.kind(kind, counted=False))
                 open_count[key] += len(spans)
                 first = next(iter(spans.values()))
                 if first.started < oldest_start.get(key, now):
                     oldest_start[key] = first.started
             for kind, hung in process.hung.items():
                 if hung:
-                    hung_count[(service, kind)] += hung
+                    hung_count[(service, folded.kind(kind, counted=False))] += hung
         for key, value in sorted(open_count.items()):
             open_spans.add_metric(list(key), value)
             oldest.add_metric(list(key), max(0.0, now - oldest_start.get(key, now)))
@@ -156,6 +230,14 @@ class WatchdogCollector(Collector):
             "Spans left open by a process that died (they can never end).",
             labels,
             self.span_stats.orphaned_total,
+        )
+
+        yield _counter(
+            PREFIX + "leaked_spans",
+            "Spans an app reported leaked: the task or thread that opened them finished "
+            "without ending them, so they never will (dropped from the open set, never hung).",
+            labels,
+            self.span_stats.leaked_total,
         )
 
         duration = HistogramMetricFamily(
@@ -185,17 +267,31 @@ class WatchdogCollector(Collector):
             self.registry.summarised,
         )
         yield _counter(
+            PREFIX + "sender_errors",
+            "Failures raised on an app's sender thread that it recovered from (it resyncs).",
+            ["service"],
+            self.registry.sender_errors,
+        )
+        yield _counter(
             PREFIX + "events_rejected",
             "Requests to the ingest endpoint refused, by reason (for open_span_limit: span "
             "starts refused past limits.max_open_spans).",
             ["reason"],
             self.ingest.rejected,
         )
+        yield _counter(
+            PREFIX + "label_overflow",
+            "Metric updates whose label value was folded: a service past "
+            'limits.max_label_services (into service="_overflow"), a kind the SDK does not '
+            'define (into kind="other").',
+            ["label"],
+            folded.overflow,
+        )
 
         states = GaugeMetricFamily(
             PREFIX + "processes", "App processes known to the sidecar, by state.", labels=["state"]
         )
-        for state in ("live", "unresponsive", "dead"):
+        for state in ("live", "unresponsive", "dead", "blind"):
             states.add_metric([state], processes.get(state, 0))
         yield states
 

@@ -25,10 +25,19 @@ from watchdog.protocol import Batch, Heartbeat, LoopReport, ProcessInfo, SpanEnd
 from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
 from watchdog.sidecar.learning import DurationLearner
 
-__all__ = ["OpenSpan", "ProcessRecord", "Registry", "RegistryListener", "SpanState"]
+__all__ = [
+    "OpenSpan",
+    "ProcessRecord",
+    "Registry",
+    "RegistryListener",
+    "SpanState",
+    "unknown_end",
+]
 
-SpanState = Literal["open", "hung", "orphaned"]
+SpanState = Literal["open", "hung", "orphaned", "leaked"]
 ProcessState = Literal["live", "unresponsive", "dead"]
+# As operators see it: a live process whose runs cannot be watched is "blind".
+ShownState = Literal["live", "unresponsive", "dead", "blind"]
 HungReason = Literal["open too long", "idle too long", "over max duration"]
 INF: Final = math.inf
 # Ancestor walks stop here: real traces are a handful deep, and a hostile batch could
@@ -132,15 +141,20 @@ class ProcessRecord:
     __slots__ = (
         "dropped_events",
         "heartbeat_interval",
+        "held",
+        "blind",
         "hung",
         "info",
         "died_at",
+        "leaked",
+        "leaving",
         "last_seen",
         "last_sent",
         "loops",
         "offset",
         "orphans",
         "status",
+        "sender_errors",
         "summarised",
         "open_reported",
         "spans",
@@ -158,6 +172,14 @@ class ProcessRecord:
         # Per kind, in order of start: the first entry is the oldest open span.
         self.spans_by_kind: dict[str, dict[str, OpenSpan]] = {}
         self.hung: dict[str, int] = {}
+        # Why its agent runs cannot be watched (tracing off ...), as it last reported.
+        self.blind: str | None = None
+        self.sender_errors = 0
+        # Spans it reported as leaked (their owner finished without ending them).
+        self.leaked = 0
+        # Spans past their deadline, not flagged because nothing proves the process
+        # was alive after it (see Registry.expire): judged again when it speaks.
+        self.held: dict[str, OpenSpan] = {}
         self.last_seen = now
         # The app's clock reading on its latest batch applied: an earlier one is stale.
         self.last_sent = -1.0
@@ -173,6 +195,8 @@ class ProcessRecord:
         self.status: ProcessState = "live"
         self.loops: list[LoopReport] = []
         self.died_at: float | None = None
+        # Set as the process is forgotten with spans still open: why they left.
+        self.leaving: Literal["exited"] | None = None
         # Spans left open by a process that died: no longer watched, kept for a while.
         self.orphans: list[OpenSpan] = []
         self.verified: bool | None = None
@@ -200,6 +224,15 @@ class ProcessRecord:
         self.open_reported = heartbeat.open_spans
         self.dropped_events = heartbeat.dropped_events
         self.loops = heartbeat.loops
+        self.blind = heartbeat.blind
+        self.sender_errors = heartbeat.sender_errors
+
+    @property
+    def state(self) -> ShownState:
+        """Its liveness, or ``blind`` while it is live but its runs cannot be watched."""
+        if self.status == "live" and self.blind is not None:
+            return "blind"
+        return self.status
 
     def wall_time(self, local: float) -> float:
         """Convert a sidecar-monotonic time into the app's wall-clock seconds."""
@@ -240,6 +273,29 @@ class RegistryListener:
     def span_orphaned(self, span: OpenSpan, now: float) -> None:
         """A span's process died with the span open: it can never end."""
 
+    def span_leaked(self, span: OpenSpan, now: float) -> None:
+        """The app found the span can never end (its owner finished); it leaves the open
+        set (``span_ended`` with no duration follows)."""
+
+    def process_blind(self, process: ProcessRecord, now: float) -> None:
+        """The process reports that its agent runs cannot be watched (``blind``)."""
+
+    def process_sighted(self, process: ProcessRecord, now: float) -> None:
+        """A blind process's runs can be watched again."""
+
+
+def unknown_end(span: OpenSpan) -> str:
+    """What became of a span that left the registry without an end time, in words."""
+    if span.state == "leaked":
+        return "leaked: the task that opened it finished without ending it, so it never will"
+    if span.process.leaving == "exited":
+        return "its process exited with the span still open"
+    return "ended while its process was not reporting"
+
+
+def _always_alive(process: ProcessRecord) -> bool:
+    return True
+
 
 class Registry:
     """Open spans of every process, with deadline scheduling. Not thread-safe."""
@@ -252,8 +308,14 @@ class Registry:
         learner: DurationLearner | None = None,
         max_open_spans: int = 100_000,
         refused: Counter[str] | None = None,
+        liveness: Callable[[ProcessRecord], bool | None] | None = None,
+        service_label: Callable[[str], str] | None = None,
     ) -> None:
         self.thresholds = thresholds
+        # Whether a process is alive right now: True or False when that can be known
+        # (a verified pid on this host), None when it cannot. Asked before any span of
+        # it is flagged; without it every process counts as alive.
+        self.liveness = liveness or _always_alive
         # Per process; starts past it are refused and counted in ``refused`` by reason.
         self.max_open_spans = max_open_spans
         self.refused: Counter[str] = Counter() if refused is None else refused
@@ -261,8 +323,12 @@ class Registry:
         self.listener = listener or RegistryListener()
         self.clock = clock or time.monotonic
         self.processes: dict[str, ProcessRecord] = {}
-        # Short spans the apps summarised instead of sending, by service (a counter).
+        # Short spans the apps summarised instead of sending, by service (a counter),
+        # keyed by the service's metric label value: apps choose services, without bound.
         self.summarised: Counter[str] = Counter()
+        # Failures the apps' sender threads recovered from, by service (a counter).
+        self.sender_errors: Counter[str] = Counter()
+        self.service_label: Callable[[str], str] = service_label or str
         self.open_count = 0
         # (deadline, span): no tie-breaking counter, spans due together compare equal.
         self._heap: list[tuple[float, OpenSpan]] = []
@@ -304,9 +370,23 @@ class Registry:
             wants_resync = batch.resync is None
         summarised = batch.heartbeat.summarised
         if summarised > process.summarised:
-            self.summarised[info.service] += summarised - process.summarised
+            self.summarised[self.service_label(info.service)] += summarised - process.summarised
         process.summarised = summarised
+        errors = batch.heartbeat.sender_errors
+        if errors > process.sender_errors:
+            self.sender_errors[self.service_label(info.service)] += errors - process.sender_errors
+        was_blind = process.blind
         process.observe(batch.sent_at, batch.heartbeat, now)
+        if (was_blind is None) != (process.blind is None):
+            if process.blind is None:
+                self.listener.process_sighted(process, now)
+            else:
+                self.listener.process_blind(process, now)
+        if process.held:
+            # It spoke after their deadlines: alive, so they are judged now.
+            held, process.held = process.held, {}
+            for overdue in held.values():
+                self._schedule(overdue, overdue.deadline_now())
         if process.status == "unresponsive":
             process.status = "live"
             self.listener.process_responsive(process, now)
@@ -317,6 +397,10 @@ class Registry:
                 else:
                     assert type(event) is SpanEnd
                     self._end(process, event, now)
+            for key in batch.leaked:
+                leaked = process.spans.get(key)
+                if leaked is not None:
+                    self._leak(leaked, now)
             for key in batch.active:
                 # Short spans ran under it (summarised, not sent): that is activity.
                 span = process.spans.get(key)
@@ -328,6 +412,7 @@ class Registry:
         finally:
             self._schedule_started()
         if batch.goodbye:
+            process.leaving = "exited"
             self._forget(process, now)
         return wants_resync
 
@@ -420,6 +505,15 @@ class Registry:
         self._touch_ancestors(span, started)
         self._started.append(span)
 
+    def _leak(self, span: OpenSpan, now: float) -> None:
+        """The span can never end (its owner finished without ending it): out of the open
+        set, counted and noted, never flagged."""
+        self._remove(span, now)
+        span.state = "leaked"
+        span.process.leaked += 1
+        self.listener.span_leaked(span, now)
+        self.listener.span_ended(span, None, now)
+
     def _schedule_started(self) -> None:
         """Give the spans started by this batch their deadlines, now that it is applied.
 
@@ -454,6 +548,8 @@ class Registry:
             del process.spans_by_kind[span.kind]
         self.open_count -= 1
         span.deadline = None  # its heap entry, if any, is now stale
+        if process.held and process.held.get(span.span_id) is span:
+            del process.held[span.span_id]
         if span.state == "hung":
             process.hung[span.kind] -= 1
         parent = process.spans.get(span.parent_key) if span.parent_key else None
@@ -529,6 +625,7 @@ class Registry:
             return
         process.status = "dead"
         process.died_at = now
+        process.held = {}
         orphans = list(process.spans.values())
         for span in orphans:
             self._remove(span, now)
@@ -545,6 +642,7 @@ class Registry:
             self._forget(process, self.clock() if now is None else now)
 
     def _forget(self, process: ProcessRecord, now: float) -> None:
+        process.held = {}
         for span in list(process.spans.values()):
             self._remove(span, now)
             self.listener.span_ended(span, None, now)
@@ -583,6 +681,8 @@ class Registry:
         now = self.clock() if now is None else now
         flagged = []
         heap = self._heap
+        # Per process, once per pass: whether it is alive (see ``liveness``).
+        alive: dict[str, bool | None] = {}
         while heap and heap[0][0] <= now:
             deadline, span = heapq.heappop(heap)
             if span.deadline != deadline:
@@ -594,9 +694,36 @@ class Registry:
             if due > now:
                 self._schedule(span, due)
                 continue
+            if not self._proven_alive(span, due, now, alive):
+                continue
             self._flag(span, now)
             flagged.append(span)
         return flagged
+
+    def _proven_alive(
+        self, span: OpenSpan, due: float, now: float, alive: dict[str, bool | None]
+    ) -> bool:
+        """Whether the span's process is known to be alive after the span became due.
+
+        A span of a process that is gone is orphaned, never hung: a page for a hang
+        that never was is the one thing a watchdog must not send. Where the pid can be
+        checked, it is (a dead process is declared dead here and then). Where it
+        cannot, a batch that arrived after the deadline is the proof; until one does,
+        the span is held and judged again when the process next speaks."""
+        process = span.process
+        key = process.info.instance_id
+        if key not in alive:
+            alive[key] = self.liveness(process)
+            if alive[key] is False:
+                self.mark_dead(process, now)
+        answer = alive[key]
+        if answer is True:
+            return True
+        if answer is None and process.last_seen >= due:
+            return True
+        if answer is None and process.status != "dead":
+            process.held[span.span_id] = span
+        return False
 
     def _flag(self, span: OpenSpan, now: float) -> None:
         span.state = "hung"
@@ -681,6 +808,18 @@ class Fanout(RegistryListener):
     def span_orphaned(self, span: OpenSpan, now: float) -> None:
         """Fan out."""
         self._each("span_orphaned", span, now)
+
+    def span_leaked(self, span: OpenSpan, now: float) -> None:
+        """Fan out."""
+        self._each("span_leaked", span, now)
+
+    def process_blind(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_blind", process, now)
+
+    def process_sighted(self, process: ProcessRecord, now: float) -> None:
+        """Fan out."""
+        self._each("process_sighted", process, now)
 
     def span_hung(self, span: OpenSpan, now: float) -> None:
         """Fan out."""

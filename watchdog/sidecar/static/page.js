@@ -413,6 +413,11 @@
       const state = el("td");
       state.append(badge(process.state));
       if (blocked) state.append(" ", badge("loop blocked", "blocked"));
+      if (process.blind_reason) {
+        // Why its runs go unseen, and the fix: the one thing to read about a blind process.
+        state.title = process.blind_reason;
+        state.append(el("div", "blind-reason", process.blind_reason));
+      }
       const heartbeat = el("td", "num heartbeat", duration(process.heartbeat_age_seconds));
       heartbeat.dataset.base = String(process.heartbeat_age_seconds);
       const lag = process.loop_lag_seconds;
@@ -518,7 +523,8 @@
       p.age.textContent = "";
       p.age.className = "cell age num";
       p.threshold.textContent = "";
-      p.state.textContent = process.state + (process.loops.some((l) => l.blocked) ? " · loop blocked" : "");
+      p.state.textContent = process.state + (process.loops.some((l) => l.blocked) ? " · loop blocked" : "") +
+        (process.blind_reason ? " · " + process.blind_reason : "");
       return;
     }
     const node = item.node;
