@@ -35,4 +35,8 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "learned threshold for tool check_facts: 0.5 s (6 calls" in out
     assert "hung response span of agent 'Researcher' in demo-app" in out  # status command
     assert "(exit status 1)" in out and "live page: http://127.0.0.1:" in out
+    assert "/v1/processes: pid" in out and "state=blind" in out
+    assert "blind_reason: tracing is off: OPENAI_AGENTS_DISABLE_TRACING=1" in out
+    assert 'agents_watchdog_processes{state="blind"} 1.0' in out
+    assert "the app's stderr: agents-watchdog cannot watch" in out
     assert "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -298,7 +299,7 @@ def main() -> int:
     say()
     say(
         "Demo complete: detection, stacks, metrics, alerts, recovery, a learned threshold, "
-        "incident history, a blocked-loop finding and the abort ladder shown."
+        "incident history, a blocked-loop finding, the abort ladder and a blind process shown."
     )
     return 0
 
@@ -397,7 +398,63 @@ def abort_ladder(standin: Any) -> bool:
             if entry.get("event") == "abort_step" and entry.get("pid") == worker.pid:
                 say(f"   ladder: {entry['step']:<12} {entry['outcome']:<10} {entry['detail']}")
         say(f"   the worker exited with status {status} (-15: ended by SIGTERM)")
-        return cancelled and status == -signal.SIGTERM and blocked is not None
+        seen_blind = blind_process(sidecar.url, standin.url)
+        return cancelled and status == -signal.SIGTERM and blocked is not None and seen_blind
+
+
+def blind_process(sidecar_url: str, standin_url: str) -> bool:
+    """Step 10: a process with the SDK's tracing off is shown as blind, never as healthy."""
+    say("10. A third process runs with OPENAI_AGENTS_DISABLE_TRACING=1; its model call hangs")
+    say("    where no processor can see it. The watchdog says so instead of staying quiet ...")
+    env = {**os.environ, "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+    untraced = subprocess.Popen(
+        [sys.executable, "-m", "watchdog.demo", "untraced", sidecar_url, standin_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+
+        def blind() -> dict[str, Any] | None:
+            listed = httpx.get(f"{sidecar_url}/v1/processes", timeout=5).json()["processes"]
+            return next((p for p in listed if p["state"] == "blind"), None)
+
+        found = poll(blind, within=10)
+        if found is None:
+            say("FAILED: the untraced process was not shown as blind.")
+            return False
+        say(f"    /v1/processes: pid {found['pid']} state=blind")
+        say(f"      blind_reason: {found['blind_reason']}")
+        for line in metric_lines(sidecar_url, "agents_watchdog_processes"):
+            if 'state="blind"' in line:
+                say(f"    /metrics: {line}")
+    finally:
+        untraced.kill()
+        _, err = untraced.communicate(timeout=10)
+    warning = next((line for line in err.splitlines() if "cannot watch" in line), None)
+    say(f"    the app's stderr: {warning}")
+    return warning is not None
+
+
+def untraced(sidecar_url: str, standin_url: str) -> None:
+    """The process of step 10: tracing off (by the environment), a model call that hangs."""
+    from agents import Agent, OpenAIResponsesModel, Runner
+    from openai import AsyncOpenAI
+
+    from watchdog.processor import install
+
+    async def run() -> None:
+        install(url=sidecar_url, service="demo-untraced")
+        client = AsyncOpenAI(base_url=f"{standin_url}/v1", api_key="demo", max_retries=0)
+        agent = Agent(
+            name="Unseen",
+            instructions="Answer.",
+            model=OpenAIResponsesModel(model="standin:hang", openai_client=client),
+        )
+        await Runner.run(agent, "Summarise the backlog.")
+
+    asyncio.run(run())
 
 
 def worker(sidecar_url: str, standin_url: str) -> None:
@@ -456,5 +513,7 @@ def _table(incidents: list[dict[str, Any]]) -> list[str]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         worker(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["untraced"]:
+        untraced(sys.argv[2], sys.argv[3])
         sys.exit(0)
     sys.exit(main())
