@@ -15,6 +15,7 @@ import datetime
 import gc
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
+import msgspec
 import psutil
 
 from bench import wire
@@ -194,7 +196,16 @@ def _gc_pause_here(open_spans: int) -> tuple[float, float]:
 
 def probe(url: str, count: int, gap: float) -> dict[str, float]:
     """Open ``count`` probe spans ``gap`` seconds apart; returns span id -> wall deadline."""
-    info = wire.process_info("probe")
+    # The probes speak as this very process, which the sidecar can verify: a span is
+    # flagged only once its process is proven alive, and for a verified local pid that
+    # proof is immediate — as for a real app on the sidecar's host. (An unverifiable
+    # one would be flagged at its next heartbeat instead.)
+    info = msgspec.structs.replace(
+        wire.process_info("probe"),
+        pid=os.getpid(),
+        create_time=psutil.Process().create_time(),
+        host=socket.gethostname(),
+    )
     poster = wire.Poster(url)
     deadlines: dict[str, float] = {}
     begin = time.monotonic()
