@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-quick tools clean
+.PHONY: demo test lint bench bench-quick sdk-suite tools clean
 
 # Re-installs only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -23,6 +23,12 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
 
 test: lint  ## lint, then the whole test suite (slow scenarios included), 3 workers
 	$(PY) -m pytest -n 3 --dist loadfile
+
+# The SDK's own test suite (from the sdist of the installed openai-agents) run twice,
+# plain and with a WatchdogProcessor and a real sidecar on every test; report in
+# .tools/sdk-suite/report/. Extra arguments: make sdk-suite SDK_SUITE_ARGS='--workers 1'
+sdk-suite: $(STAMP)  ## no SDK test changes outcome, no watchdog warning, no hung span left
+	$(PY) scripts/sdk_suite/run.py $(SDK_SUITE_ARGS)
 
 tools:  ## system tools some tests use for real (Debian packages unpacked into .tools/)
 	scripts/fetch-tools.sh

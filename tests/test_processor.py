@@ -535,3 +535,29 @@ def test_a_run_going_on_in_another_task_is_not_a_leak(
     asyncio.run(main())
     processor.force_flush()
     assert not [e for e in sidecar.logs if e.get("event") == "span_leaked"]
+
+
+def test_a_test_patching_time_monotonic_does_not_silence_the_heartbeat(
+    recorder: Recorder, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test suites patch ``time.monotonic`` for the whole process for a moment (the SDK's
+    own realtime tests return a constant). The sender's clock is its own: heartbeats go
+    on at their pace meanwhile and after, and no sidecar sees the process fall silent."""
+    import time as time_module
+
+    processor = watch(recorder.url, heartbeat_interval=0.2, flush_interval=0.1)
+    with trace("wf"):
+        processor.force_flush()
+
+    def heartbeats_go_on(count: int) -> bool:
+        # Not wait_until: it reads the patched clock. perf_counter is not patched here.
+        target, deadline = len(recorder.batches) + count, time_module.perf_counter() + 3
+        while len(recorder.batches) < target and time_module.perf_counter() < deadline:
+            threading.Event().wait(0.05)
+        return len(recorder.batches) >= target
+
+    monkeypatch.setattr(time_module, "monotonic", lambda: 100.0)
+    during = heartbeats_go_on(3)
+    monkeypatch.undo()
+    assert during, "no heartbeat while time.monotonic was patched"
+    assert heartbeats_go_on(3), "no heartbeat after time.monotonic was restored"

@@ -26,6 +26,9 @@ from watchdog.protocol import MAX_STACK_LENGTH, Command, CommandResult, LoopRepo
 
 __all__ = ["RunAborted", "abortable", "execute"]
 
+# Bound once, like the sender's clock: a patched time.monotonic must not fake a lag.
+_monotonic = time.monotonic
+
 
 class RunAborted(Exception):
     """The watchdog aborted this run: a span in it hung, and its rule (or an operator)
@@ -289,7 +292,7 @@ class LoopProbes:
     def _ran(state: list[Any], scheduled: float) -> None:
         if state[1] != scheduled:
             return  # queued before the loop went idle: it measured the idleness
-        state[2] = time.monotonic() - scheduled
+        state[2] = _monotonic() - scheduled
         state[1] = None
 
 

@@ -63,6 +63,11 @@ from watchdog.protocol import (
     encode,
 )
 
+# Bound once: test suites patch ``time.monotonic`` for the whole process for a moment
+# (returning a constant, say), which must not stall heartbeats or time spans wrongly.
+# The hot path reads the same clock (``from time import monotonic`` in processor.py).
+_monotonic: Final = time.monotonic
+
 START: Final = "start"
 END: Final = "end"
 # Short spans sent in full per send; beyond this they are sampled (see the docstring).
@@ -299,7 +304,7 @@ class Sender:
 
     def stop(self, timeout: float) -> None:
         """Send what is pending plus a goodbye, then end the thread; wait at most ``timeout``."""
-        self._stop_deadline = time.monotonic() + timeout
+        self._stop_deadline = _monotonic() + timeout
         self._stopping = True
         self.wake()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -390,14 +395,14 @@ class Sender:
 
     def _loop(self, client: httpx.Client) -> None:
         settings = self.settings
-        next_heartbeat = time.monotonic()  # the first exchange registers the process
+        next_heartbeat = _monotonic()  # the first exchange registers the process
         flush_due: float | None = None
         backing_off = False
         while True:
             self._waiting += self._take_waiters()
             waiters = self._waiting
             self._drain()
-            now = time.monotonic()
+            now = _monotonic()
             if (self._pending or self._fresh or self._short) and flush_due is None:
                 flush_due = now + settings.flush_interval
             stopping = self._stopping
@@ -420,7 +425,7 @@ class Sender:
                 self._release_waiters(waiters)
                 if stopping:
                     return
-                now = time.monotonic()
+                now = _monotonic()
                 next_heartbeat = now + settings.heartbeat_interval
                 # After a failure, nothing but the next heartbeat (or an explicit flush)
                 # tries again: a sidecar that is down must not be hammered, and a full
@@ -613,7 +618,7 @@ class Sender:
     def _post(self, client: httpx.Client, events: list[Event], resync: bool, goodbye: bool) -> bool:
         assert self._process is not None
         self._seq += 1
-        now = time.monotonic()
+        now = _monotonic()
         if now >= self._next_leak_check:
             self._next_leak_check = now + self.settings.heartbeat_interval
             self._find_leaks()
