@@ -143,18 +143,30 @@ def metric(sidecar: SidecarProcess, name: str, **labels: str) -> float | None:
 @pytest.fixture
 def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start ``tests.app_process`` scenarios as real app processes (killed at the end);
-    each call returns once the app printed ``running``."""
+    each call returns once the app printed ``running``. ``env`` adds to the app's
+    environment (``AGENTS_WATCHDOG_*`` and ``OPENAI_AGENTS_DISABLE_TRACING`` are never
+    inherited); ``stderr=True`` keeps its stderr readable."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(scenario: str, sidecar: str, standin: str) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
+    def start(
+        scenario: str,
+        sidecar: str,
+        standin: str,
+        env: dict[str, str] | None = None,
+        stderr: bool = False,
+    ) -> subprocess.Popen[str]:
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AGENTS_WATCHDOG_") and k != "OPENAI_AGENTS_DISABLE_TRACING"
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
             cwd=REPO,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
             text=True,
-            env=env,
+            env={**environ, **(env or {})},
         )
         started.append(process)
         assert process.stdout is not None
@@ -166,5 +178,6 @@ def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         if process.poll() is None:
             process.kill()
         process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

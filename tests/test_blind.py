@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from agents import Agent, RunConfig, Runner, set_trace_processors, set_tracing_d
 from openai import AsyncOpenAI
 
 from tests.agents_app import model
-from tests.conftest import REPO, metric, wait_until
+from tests.conftest import metric, wait_until
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor, install
 from watchdog.sidecar.launcher import SidecarProcess
@@ -33,35 +32,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture
-def blind_apps() -> Iterator[Callable[[str, str, str], subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(scenario: str, sidecar: str, standin: str) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTS_WATCHDOG_")}
-        env.pop("OPENAI_AGENTS_DISABLE_TRACING", None)
-        if scenario == "blind-env":
-            env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait(10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def processes(sidecar: SidecarProcess) -> list[dict[str, Any]]:
     response = httpx.get(f"{sidecar.url}/v1/processes", timeout=5)
     response.raise_for_status()
@@ -73,7 +43,7 @@ def processes(sidecar: SidecarProcess) -> list[dict[str, Any]]:
 def test_disabled_tracing_is_a_visible_blind_process(
     standin: StandInServer,
     sidecar_factory: Factory,
-    blind_apps: Callable[[str, str, str], subprocess.Popen[str]],
+    apps: Callable[..., subprocess.Popen[str]],
     scenario: str,
 ) -> None:
     """Each way users switch tracing off: the process registers anyway and is blind —
@@ -81,9 +51,9 @@ def test_disabled_tracing_is_a_visible_blind_process(
     names the setting and the fix, while its model call hangs unseen."""
     with Receiver() as webhook:
         sidecar = sidecar_factory(f'[[alerts]]\ntype = "webhook"\nurl = "{webhook.url}"\n')
-        app = blind_apps(scenario, sidecar.url, standin.url)
-        assert app.stdout is not None and app.stderr is not None
-        assert app.stdout.readline().strip() == "running"
+        env = {"OPENAI_AGENTS_DISABLE_TRACING": "1"} if scenario == "blind-env" else {}
+        app = apps(scenario, sidecar.url, standin.url, env=env, stderr=True)
+        assert app.stderr is not None
         blind = wait_until(lambda: [p for p in processes(sidecar) if p["state"] == "blind"])
         assert blind[0]["pid"] == app.pid
         assert SETTINGS[scenario] in blind[0]["blind_reason"]
@@ -147,7 +117,7 @@ def test_a_removed_processor_is_blind(sidecar_factory: Factory, standin: StandIn
         processor.shutdown()
 
 
-def test_a_per_run_disable_in_this_process_is_counted(
+def test_a_per_run_disable_in_this_process_is_counted_streamed_or_not(
     sidecar_factory: Factory, standin: StandInServer
 ) -> None:
     sidecar = sidecar_factory()
@@ -163,6 +133,25 @@ def test_a_per_run_disable_in_this_process_is_counted(
 
         assert asyncio.run(untraced_run()).final_output == "ok"
         assert processor.untraced_runs == 1
+
+        async def untraced_stream() -> Any:
+            async with AsyncOpenAI(
+                base_url=f"{standin.url}/v1", api_key="test", max_retries=0
+            ) as client:
+                agent = Agent(name="Quick", instructions="x", model=model(client, "reply=ok"))
+                streamed = Runner.run_streamed(
+                    agent, "Go.", run_config=RunConfig(tracing_disabled=True)
+                )
+                in_progress = None
+                async for _ in streamed.stream_events():
+                    in_progress = in_progress or processor.blindness()
+                return streamed.final_output, in_progress
+
+        final, in_progress = asyncio.run(untraced_stream())
+        assert final == "ok"
+        assert "1 untraced run(s) in progress" in (in_progress or "")
+        assert processor.untraced_runs == 2
+        assert "untraced run(s) in progress" not in (processor.blindness() or "")
         assert "RunConfig(tracing_disabled=True)" in (processor.blindness() or "")
     finally:
         processor.shutdown()

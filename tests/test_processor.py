@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import os
 import socket
@@ -386,18 +387,26 @@ def test_sender_requests_stay_out_of_the_app_log(
     assert not [r for r in caplog.records if r.name == "httpx"]
 
 
-def test_a_reused_id_is_sent_in_the_order_it_happened(recorder: Recorder, watch: Watch) -> None:
+@contextlib.contextmanager
+def retried_in_one_window(url: str, watch: Watch, reused: str) -> Iterator[WatchdogProcessor]:
     """A trace id chosen by the app (a request id, reused by a retry) that began and
-    ended, then began again, within one send window: the wire says start, end, start."""
-    processor = watch(recorder.url, flush_interval=2.0, heartbeat_interval=5.0)
+    ended, then began again, within one wide send window; yields while the retry is open
+    and everything has been sent."""
+    processor = watch(url, flush_interval=2.0, heartbeat_interval=5.0)
     with trace("registers the process"):
         pass
     processor.force_flush()  # from here, one wide send window
-    reused = "trace_" + "42" * 16
     with trace("first try", trace_id=reused):
         pass
     with trace("retry", trace_id=reused):
         processor.force_flush()
+        yield processor
+
+
+def test_a_reused_id_is_sent_in_the_order_it_happened(recorder: Recorder, watch: Watch) -> None:
+    """The wire says start, end, start."""
+    reused = "trace_" + "42" * 16
+    with retried_in_one_window(recorder.url, watch, reused):
         events = [
             (type(e).__name__, getattr(e, "name", None))
             for b in recorder.batches
@@ -411,15 +420,8 @@ def test_a_reused_id_is_watched_by_the_sidecar(
     sidecar_factory: Callable[..., Any], watch: Watch
 ) -> None:
     sidecar = sidecar_factory()
-    processor = watch(sidecar.url, flush_interval=2.0, heartbeat_interval=5.0)
-    with trace("registers the process"):
-        pass
-    processor.force_flush()  # from here, one wide send window
     reused = "trace_" + "43" * 16
-    with trace("first try", trace_id=reused):
-        pass
-    with trace("retry", trace_id=reused):
-        processor.force_flush()
+    with retried_in_one_window(sidecar.url, watch, reused):
         listed = httpx.get(f"{sidecar.url}/v1/spans", timeout=5).json()["spans"]
         assert [(s["span_id"], s["name"]) for s in listed] == [(reused, "retry")]
 
@@ -503,38 +505,38 @@ def test_spans_whose_task_finished_leak_instead_of_hanging(
     }
 
 
-def test_a_run_going_on_in_another_task_is_not_a_leak(
-    sidecar_factory: Callable[..., Any], watch: Watch
-) -> None:
+def test_a_run_going_on_in_another_task_is_not_a_leak(recorder: Recorder, watch: Watch) -> None:
     """A trace opened by a task that has finished, while spans under it go on in
     another task (a streamed run's background task), is alive, not leaked."""
-    sidecar = sidecar_factory()
-    processor = watch(sidecar.url, heartbeat_interval=0.2, flush_interval=0.05)
+    processor = watch(recorder.url, heartbeat_interval=0.2, flush_interval=0.05)
 
-    async def main() -> None:
+    async def main() -> str:
         run = trace("streamed")
 
         async def opener() -> None:
             run.start(mark_as_current=True)
 
-        await asyncio.create_task(opener())
-        worker_started = asyncio.Event()
+        await asyncio.create_task(opener())  # done: the trace's owner is gone
+        checked = asyncio.Event()
 
         async def worker() -> None:
             with custom_span("still-working", parent=run):
-                worker_started.set()
-                await asyncio.sleep(1.0)
+                await checked.wait()
 
         task = asyncio.create_task(worker())
-        await worker_started.wait()
-        await asyncio.sleep(0.8)  # several leak checks while the trace's opener is done
-        assert not [e for e in sidecar.logs if e.get("event") == "span_leaked"]
+        processor.force_flush()
+        # Five heartbeats, 0.2 s apart: several leak checks while the worker runs.
+        await asyncio.to_thread(recorder.wait_for, lambda b: True, 10, len(recorder.batches) + 5)
+        checked.set()
         await task
         run.finish()
+        return run.trace_id
 
-    asyncio.run(main())
+    trace_id = asyncio.run(main())
     processor.force_flush()
-    assert not [e for e in sidecar.logs if e.get("event") == "span_leaked"]
+    assert [b.leaked for b in recorder.batches if b.leaked] == []
+    # Reported open all along: its end is news to the sidecar.
+    assert trace_id in {e.span_id for e in ends(recorder)}
 
 
 def test_a_test_patching_time_monotonic_does_not_silence_the_heartbeat(

@@ -226,7 +226,6 @@ class Sender:
         self.settings = settings
         # (the setting that hides runs, what to report now): see WatchdogProcessor.
         self._blind = blind or _never_blind
-        self._warned_blind: str | None = None
         self.max_batch = settings.max_batch
         # Read lock-free by the app's threads: True while the sender sleeps with
         # nothing pending, so the first new event wakes it (one Event.set per window).
@@ -597,7 +596,10 @@ class Sender:
         for obj in leaked:
             if self._open.pop(obj, None) is not None:
                 self._resynced.discard(obj)
-                self._leaked.append(_span_id_of(obj))
+                # Bounded while undelivered: past it, the resync that follows a failed
+                # send removes them at the sidecar all the same (as ended, time unknown).
+                if len(self._leaked) < MAX_ACTIVE:
+                    self._leaked.append(_span_id_of(obj))
 
     def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
         """Send pending events in chunks of ``max_batch``; True when all were taken."""
@@ -623,9 +625,8 @@ class Sender:
             self._next_leak_check = now + self.settings.heartbeat_interval
             self._find_leaks()
         blind_setting, blind = self._blind()
-        if blind_setting is not None and blind_setting != self._warned_blind:
-            self._warned_blind = blind_setting
-            warn_blind(blind_setting)
+        if blind_setting is not None:
+            warn_blind(blind_setting)  # once per setting: it remembers
         batch = Batch(
             v=PROTOCOL_VERSION,
             process=self._process,
@@ -646,7 +647,7 @@ class Sender:
             goodbye=goodbye,
             results=self._results,
             active=[key[:MAX_ID_LENGTH] for key in self._active],
-            leaked=self._leaked[:MAX_ACTIVE],
+            leaked=self._leaked,
         )
         timeout = self.settings.request_timeout
         if self._stopping:

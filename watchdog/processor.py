@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agents.tracing import (
     TracingProcessor,
     add_trace_processor,
+    get_current_trace,
     get_trace_provider,
     set_trace_processors,
 )
@@ -127,8 +128,9 @@ class WatchdogProcessor(TracingProcessor):
         self._shut_down = False
         self._dropped = 0
         # Blindness (see install): why runs go unseen, and the untraced runs in progress.
-        self._blind_reason: str | None = None
-        self._blind_since = 0.0
+        # Which setting hides runs ("env", "manual", "run", "removed"); the words are
+        # put together on the sender thread, not on the app's (see _reason).
+        self._blind_kind: str | None = None
         self._untraced: dict[Any, float] = {}
         self._untraced_runs = 0
         self._untraced_last = -BLIND_HOLD
@@ -236,29 +238,29 @@ class WatchdogProcessor(TracingProcessor):
 
     # -- blindness ---------------------------------------------------------------------
 
-    def _untraced_run(self, reason: str) -> None:
+    def _untraced_run(self, kind: str) -> None:
         """A run began that this processor cannot see (tracing off, or it was removed).
         Called once per run, never per span; starts the sender so the process
         registers and shows as blind."""
-        if reason != self._blind_reason:
-            self._blind_reason = reason
-            self._blind_since = monotonic()
+        self._blind_kind = kind
         self._untraced_runs += 1
         self._untraced_last = monotonic()
         if not self._started:
             self._start()
 
     def _blind(self) -> tuple[str | None, str | None]:
-        return self._blind_reason, self.blindness()
+        kind = self._blind_kind
+        return (None if kind is None else _reason(kind)), self.blindness()
 
     def blindness(self) -> str | None:
         """Why this process's runs cannot be watched right now, or None when they can.
 
         Blind while an untraced run is in progress, while tracing is off for the whole
         process, and for ``BLIND_HOLD`` seconds after the last untraced run."""
-        reason = self._blind_reason
-        if reason is None:
+        kind = self._blind_kind
+        if kind is None:
             return None
+        reason = _reason(kind)
         untraced = len(self._untraced)
         if untraced:
             return f"{reason} ({untraced} untraced run(s) in progress)"
@@ -435,13 +437,16 @@ def _watched_create_trace(provider: Any, create_trace: Any) -> Any:
             return trace
         try:
             if isinstance(trace, NoOpTrace):
-                processor._untraced_run(_reason(_globally_disabled(provider) or "run"))
+                # Inside an untraced run already (the SDK masks a streamed run twice,
+                # the second living as long as the stream): the same run, counted once.
+                if not isinstance(get_current_trace(), _UntracedRun):
+                    processor._untraced_run(_globally_disabled(provider) or "run")
                 if type(trace) is NoOpTrace:
                     return _UntracedRun(processor._untraced)
             else:
                 processors = _processors_of(provider)
                 if processors is not None and processor not in processors:
-                    processor._untraced_run(_reason("removed"))
+                    processor._untraced_run("removed")
         except Exception:
             pass  # the app must never see a watchdog failure
         return trace
@@ -454,7 +459,7 @@ def _processors_of(provider: Any) -> tuple[Any, ...] | None:
     """The provider's processors, where it keeps them as the SDK's default one does."""
     multi = getattr(provider, "_multi_processor", None)
     processors = getattr(multi, "_processors", None)
-    return tuple(processors) if isinstance(processors, tuple | list) else None
+    return processors if isinstance(processors, tuple) else None
 
 
 def _warn(reason: str) -> None:
