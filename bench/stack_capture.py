@@ -20,7 +20,7 @@ from agents.tracing import set_trace_processors
 
 from bench.processor_overhead import closed_port_url, hot_path_percentiles
 from bench.report import Figure, Section
-from watchdog._control import capture
+from watchdog._stacks import capture
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import MAX_STACK_LENGTH
 
