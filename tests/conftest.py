@@ -145,7 +145,8 @@ def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start ``tests.app_process`` scenarios as real app processes (killed at the end);
     each call returns once the app printed ``running``. ``env`` adds to the app's
     environment (``AGENTS_WATCHDOG_*`` and ``OPENAI_AGENTS_DISABLE_TRACING`` are never
-    inherited); ``stderr=True`` keeps its stderr readable."""
+    inherited); ``stderr=True`` keeps its stderr readable; ``module`` is the app to run
+    (``tests.abort_app`` for the abort table's rows)."""
     started: list[subprocess.Popen[str]] = []
 
     def start(
@@ -154,6 +155,7 @@ def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         standin: str,
         env: dict[str, str] | None = None,
         stderr: bool = False,
+        module: str = "tests.app_process",
     ) -> subprocess.Popen[str]:
         environ = {
             k: v
@@ -161,7 +163,7 @@ def apps() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             if not k.startswith("AGENTS_WATCHDOG_") and k != "OPENAI_AGENTS_DISABLE_TRACING"
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.app_process", scenario, sidecar, standin],
+            [sys.executable, "-m", module, scenario, sidecar, standin],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,

@@ -1,13 +1,12 @@
-"""In the app: carry out the sidecar's commands — cancel the task that owns a hung span,
-or capture where it is stuck.
+"""In the app: carry out the sidecar's commands — end the run that a hung span belongs
+to, or capture where it is stuck.
 
 Cancelling happens on the task's own event loop (``call_soon_threadsafe``): asyncio
-objects are not thread-safe, and the sender thread is not the loop's thread.
-
-The task that runs the whole trace (the one that called ``Runner.run``) is remembered
-as *aborted*, so that :func:`watchdog.processor.abortable` around ``Runner.run`` can turn
-the resulting cancellation into :class:`RunAborted` — whether the cancelled task was
-that one or a child of it (a tool, a sub-agent run as a tool).
+objects are not thread-safe, and the sender thread is not the loop's thread. Within an
+agent run, ``cancel`` ends the run and its caller gets :class:`RunAborted` (see
+``_runs.py``). A span outside any agent run has only its own task cancelled; the task
+that runs its trace is remembered as *aborted*, so that :func:`abortable` around that
+code can turn the cancellation into :class:`RunAborted`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+from watchdog._runs import RunAborted, end_run, run_of
 from watchdog._stacks import bounded, capture, thread_stack
 from watchdog.protocol import Command, CommandResult, LoopReport
 
@@ -27,11 +27,6 @@ __all__ = ["RunAborted", "abortable", "execute"]
 
 # Bound once, like the sender's clock: a patched time.monotonic must not fake a lag.
 _monotonic = time.monotonic
-
-
-class RunAborted(Exception):
-    """The watchdog aborted this run: a span in it hung, and its rule (or an operator)
-    asked for it to be cancelled. ``str(exc)`` says which span and why."""
 
 
 _aborted: dict[asyncio.Task[Any], str] = {}
@@ -152,6 +147,30 @@ class LoopProbes:
         state[1] = None
 
 
+def _trace_id_of(open_spans: dict[Any, tuple[float, int, Any]], span_id: str) -> str | None:
+    """``span_id`` itself when it names an open trace (not a span), else None."""
+    found = _find(open_spans, span_id)
+    if found is None or hasattr(found[0], "span_data"):
+        return None
+    return span_id
+
+
+def _end_runs_of_trace(
+    open_spans: dict[Any, tuple[float, int, Any]], trace_id: str, reason: str
+) -> str:
+    """End every agent run that has a span open in the trace; says which, or ""."""
+    runs = {}
+    for obj, (_, _, task) in open_spans.copy().items():
+        if task is None or task.done() or getattr(obj, "trace_id", None) != trace_id:
+            continue
+        run = run_of(task)
+        if run is not None and not run.loop.is_closed():
+            runs[id(run)] = run
+    for run in runs.values():
+        run.loop.call_soon_threadsafe(end_run, run, None, reason)
+    return f"{len(runs)} run(s) of the trace" if runs else ""
+
+
 def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> CommandResult:
     """Carry out one command; never raises."""
     try:
@@ -163,6 +182,13 @@ def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> 
             return CommandResult(command.id, True, "stacks captured in-process", stack=stack)
         if command.action not in ("cancel", "cancel_trace"):
             return CommandResult(command.id, False, f"unknown action {command.action!r}")
+        reason = command.reason or f"agents-watchdog aborted span {command.span_id}"
+        if command.action == "cancel_trace" or command.span_id == _trace_id_of(
+            open_spans, command.span_id
+        ):
+            ended = _end_runs_of_trace(open_spans, command.span_id, reason)
+            if ended:
+                return CommandResult(command.id, True, f"cancel delivered to {ended}")
         obj, task = _task_of(open_spans, command.span_id)
         if obj is None:
             return CommandResult(command.id, False, "span is no longer open")
@@ -172,15 +198,20 @@ def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> 
             )
         if task.done():
             return CommandResult(command.id, False, "the span's task has already finished")
-        _, owner = _task_of(open_spans, obj.trace_id)
-        reason = command.reason or f"agents-watchdog aborted span {command.span_id}"
-        if owner is not None:
-            _mark_aborted(owner, reason)
         loop = task.get_loop()
         if loop.is_closed():
             return CommandResult(command.id, False, "the task's event loop is closed")
-        loop.call_soon_threadsafe(task.cancel, reason)
+        run = run_of(task)
         name = task.get_name()
+        if run is not None:
+            loop.call_soon_threadsafe(end_run, run, task, reason)
+            return CommandResult(command.id, True, f"cancel delivered to task {name!r} and its run")
+        # Outside any agent run (a span of the app's own making): only abortable() can
+        # tell this cancellation from others.
+        _, owner = _task_of(open_spans, obj.trace_id)
+        if owner is not None:
+            _mark_aborted(owner, reason)
+        loop.call_soon_threadsafe(task.cancel, reason)
         return CommandResult(command.id, True, f"cancel delivered to task {name!r}")
     except Exception as exc:
         return CommandResult(command.id, False, f"failed: {type(exc).__name__}: {exc}"[:1000])

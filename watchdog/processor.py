@@ -41,13 +41,21 @@ from agents.tracing import (
 )
 from agents.tracing.traces import NoOpTrace
 
-from watchdog._control import RunAborted, abortable
+from watchdog._control import abortable
+from watchdog._runs import RunAborted, aborted, guard_runs
 from watchdog._sender import END, START, OpenInfo, Sender, SenderSettings
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
 
-__all__ = ["DEFAULT_URL", "RunAborted", "WatchdogProcessor", "abortable", "install"]
+__all__ = [
+    "DEFAULT_URL",
+    "RunAborted",
+    "WatchdogProcessor",
+    "abortable",
+    "aborted",
+    "install",
+]
 
 DEFAULT_URL: Final = "http://127.0.0.1:9750"
 _get_ident = threading.get_ident
@@ -114,6 +122,9 @@ class WatchdogProcessor(TracingProcessor):
         self._provider: Any = None
         self._reset()
         _FORK_CHILDREN.add(self)
+        # Every agent run gets the boundary where an abort becomes RunAborted: a
+        # processor added by hand (add_trace_processor) keeps the same promise.
+        guard_runs()
 
     def _reset(self) -> None:
         # The queue, the open-span record and the sender are per process: a forked

@@ -1,8 +1,10 @@
 """The abort ladder: stop a stuck run the way an operator would, step by step.
 
-``cancel`` asks the app to cancel the asyncio task that owns the hung span; if the span
-has not ended after ``grace_seconds``, the task that runs the whole trace is cancelled.
-Each step happens only while the span is still open. Commands ride on the replies to
+``cancel`` asks the app to end the run the hung span belongs to (the app cancels the
+span's task and the run's, and the run's caller gets ``RunAborted``); if the span has
+not ended ``grace_seconds`` later, every run with a span open in its trace. The first
+step is taken as soon as the span is flagged — its threshold was the wait — and each
+later one only while the span is still open, ``grace_seconds`` after the one before. Commands ride on the replies to
 the app's next batch (heartbeats come every second). ``dry_run`` records every step it
 would take and sends nothing.
 
