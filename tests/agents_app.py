@@ -23,11 +23,15 @@ class AppRun:
         build: Callable[[AsyncOpenAI], Agent[Any]],
         prompt: str = "Go.",
         guarded: bool = False,
+        max_retries: int = 0,
+        streamed: bool = False,
     ) -> None:
         self.standin = standin
         self.build = build
         self.prompt = prompt
         self.guarded = guarded  # run inside watchdog.processor.abortable()
+        self.max_retries = max_retries  # the OpenAI client's own retries
+        self.streamed = streamed  # Runner.run_streamed, consumed to the end
         self.result: Any = None
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -48,8 +52,15 @@ class AppRun:
 
     async def _run(self) -> Any:
         self.loop = asyncio.get_running_loop()
-        client = AsyncOpenAI(base_url=f"{self.standin.url}/v1", api_key="test", max_retries=0)
+        client = AsyncOpenAI(
+            base_url=f"{self.standin.url}/v1", api_key="test", max_retries=self.max_retries
+        )
         try:
+            if self.streamed:
+                streamed = Runner.run_streamed(self.build(client), self.prompt, max_turns=30)
+                async for _ in streamed.stream_events():
+                    pass
+                return streamed.final_output
             if self.guarded:
                 async with abortable():
                     result = await Runner.run(self.build(client), self.prompt, max_turns=30)

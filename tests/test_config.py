@@ -101,7 +101,7 @@ BAD = [
     (
         "[[rules]]\nthreshold = 3\naction = 'nuke'\n",
         "rules[0].action",
-        "alert, cancel, terminate, kill",
+        "alert, timeout, cancel, terminate, kill",
     ),
     ("[[rules]]\nname = 'x*'\n", "rules[0]", "needs at least one of threshold, action, severity"),
     ("[[rules]]\nthreshold = 3\ncolour = 'red'\n", "rules[0].colour", "unknown key"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import weakref
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from watchdog._runs import RunAborted, end_run, run_of
-from watchdog._stacks import bounded, capture, thread_stack
+from watchdog._stacks import _own_frames, bounded, capture, thread_stack
 from watchdog.protocol import Command, CommandResult, LoopReport
 
 __all__ = ["RunAborted", "abortable", "execute"]
@@ -171,6 +172,110 @@ def _end_runs_of_trace(
     return f"{len(runs)} run(s) of the trace" if runs else ""
 
 
+def _refers_to(callback: Any, target: Any) -> bool:
+    """True when a done-callback holds ``target`` (in its closure, its partial's
+    arguments, or as the bound object itself)."""
+    function = callback[0] if isinstance(callback, tuple) else callback
+    held: list[Any] = [getattr(function, "__self__", None)]
+    held.extend(getattr(function, "args", ()) or ())
+    inner = getattr(function, "func", function)
+    for cell in getattr(inner, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            held.append(cell.cell_contents)
+    return any(value is target for value in held)
+
+
+def _pending_tasks_behind(waiter: Any, loop: Any) -> list[Any]:
+    """The pending tasks whose completion ``waiter`` waits for: a ``gather``'s children,
+    a ``shield``'s inner task, or the tasks that would wake it (``asyncio.wait``,
+    ``wait_for`` on 3.11, a ``TaskGroup``)."""
+    children = getattr(waiter, "_children", None)
+    if children:
+        return [t for t in children if not t.done()]
+    behind = []
+    for callback in getattr(waiter, "_callbacks", None) or ():
+        function = callback[0] if isinstance(callback, tuple) else callback
+        for cell in getattr(function, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                value = cell.cell_contents
+                if isinstance(value, asyncio.Task) and not value.done():
+                    behind.append(value)
+    if behind:
+        return behind
+    for _ in range(3):  # the loop's task set may change while another thread reads it
+        with contextlib.suppress(RuntimeError):
+            tasks = list(asyncio.all_tasks(loop))
+            break
+    else:
+        return []
+    return [
+        t
+        for t in tasks
+        if not t.done() and any(_refers_to(c, waiter) for c in getattr(t, "_callbacks", ()) or ())
+    ]
+
+
+def _innermost_wait(task: Any) -> tuple[Any, Any] | str:
+    """(the task that waits, the future it waits on) at the bottom of ``task``'s work —
+    followed through the tasks it awaits while there is exactly one — or why there is
+    no await that a timeout may touch."""
+    current = task
+    loop = task.get_loop()
+    for _ in range(32):
+        waiter = getattr(current, "_fut_waiter", None)
+        if waiter is None or waiter.done():
+            return (
+                f"task {current.get_name()!r} is not suspended on a pending await "
+                "(it is running, or blocks its event loop)"
+            )
+        if isinstance(waiter, asyncio.Task):
+            current = waiter
+            continue
+        behind = _pending_tasks_behind(waiter, loop)
+        if len(behind) > 1:
+            return (
+                f"task {current.get_name()!r} waits on {len(behind)} tasks at once; "
+                "a timeout would have to pick one"
+            )
+        if behind:
+            current = behind[0]
+            continue
+        waiting = {
+            id(getattr(c[0] if isinstance(c, tuple) else c, "__self__", None))
+            for c in getattr(waiter, "_callbacks", None) or ()
+            if isinstance(
+                getattr(c[0] if isinstance(c, tuple) else c, "__self__", None), asyncio.Task
+            )
+        }
+        if waiting != {id(current)}:
+            return "the future at the bottom is awaited by other tasks too: left alone"
+        return current, waiter
+    return "the chain of awaited tasks is too deep to follow"
+
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+
+
+def _where(task: Any) -> str:
+    """``file:line in function`` of the innermost coroutine frame of ``task`` outside
+    asyncio itself (an ``Event.wait`` says less than the read that called it)."""
+    frames = _own_frames(task)
+    if not frames:
+        return f"task {task.get_name()!r}"
+    outside = [f for f in frames if not f.f_code.co_filename.startswith(_ASYNCIO_DIR)]
+    frame = (outside or frames)[-1]
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _time_out(task: Any, reason: str) -> None:
+    """On the task's loop: make the innermost await of ``task``'s work raise
+    ``TimeoutError``, as a read timeout there would have (checked again here: the
+    sender thread's view may be stale)."""
+    found = _innermost_wait(task)
+    if isinstance(found, tuple):
+        found[1].set_exception(TimeoutError(reason))
+
+
 def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> CommandResult:
     """Carry out one command; never raises."""
     try:
@@ -180,6 +285,8 @@ def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> 
                 return CommandResult(command.id, False, "span is no longer open")
             stack = capture(*found)
             return CommandResult(command.id, True, "stacks captured in-process", stack=stack)
+        if command.action == "timeout":
+            return _execute_timeout(command, open_spans)
         if command.action not in ("cancel", "cancel_trace"):
             return CommandResult(command.id, False, f"unknown action {command.action!r}")
         reason = command.reason or f"agents-watchdog aborted span {command.span_id}"
@@ -215,3 +322,24 @@ def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> 
         return CommandResult(command.id, True, f"cancel delivered to task {name!r}")
     except Exception as exc:
         return CommandResult(command.id, False, f"failed: {type(exc).__name__}: {exc}"[:1000])
+
+
+def _execute_timeout(
+    command: Command, open_spans: dict[Any, tuple[float, int, Any]]
+) -> CommandResult:
+    obj, task = _task_of(open_spans, command.span_id)
+    if obj is None:
+        return CommandResult(command.id, False, "span is no longer open")
+    if task is None or task.done():
+        return CommandResult(command.id, False, "the span has no pending task to time out")
+    found = _innermost_wait(task)
+    if isinstance(found, str):
+        return CommandResult(command.id, False, found)
+    loop = task.get_loop()
+    if loop.is_closed():
+        return CommandResult(command.id, False, "the task's event loop is closed")
+    reason = command.reason or f"agents-watchdog timed out span {command.span_id}"
+    loop.call_soon_threadsafe(_time_out, task, reason)
+    return CommandResult(
+        command.id, True, f"TimeoutError delivered to the await at {_where(found[0])}"
+    )

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     abort.add_argument("span_id", help="the span to abort (see /v1/spans)")
     abort.add_argument(
         "--action",
-        choices=["cancel", "terminate", "kill"],
+        choices=["timeout", "cancel", "terminate", "kill"],
         default="cancel",
         help="how far the ladder may go (default cancel)",
     )

@@ -166,8 +166,10 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Command(msgspec.Struct):
-    """Work for the processor. ``cancel``: cancel the asyncio task that opened span
-    ``span_id``. ``cancel_trace``: cancel the task that runs the trace ``span_id``.
+    """Work for the processor. ``timeout``: make the innermost await of the work of span
+    ``span_id`` raise ``TimeoutError``. ``cancel``: end the run of span ``span_id``
+    (cancel its task and its run's). ``cancel_trace``: end every run with a span open in
+    trace ``span_id``.
     ``stacks``: capture the stacks of the span's task and thread."""
 
     id: int

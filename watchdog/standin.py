@@ -26,6 +26,9 @@ starts at its own first step); a ``tool=NAME*N`` step accounts for N results. St
 ``hang``
     Never answer until released (:meth:`StandIn.release`, ``POST /control/release``), the
     stand-in is closed, or the client disconnects; then answer as ``reply=``.
+``hang=once``
+    Hang like ``hang`` the first time a request reaches this step of this model, and
+    answer as ``reply=`` every later time: a call that heals on its retry.
 ``slow=SECONDS``
     Wait that long, then answer as ``reply=``.
 
@@ -139,9 +142,9 @@ def parse_script(model: str) -> list[Step]:
         if key == "reply":
             steps.append(Step("reply", value))
         elif key == "hang":
-            if value:
-                raise ScriptError(f"step {part!r}: 'hang' takes no value")
-            steps.append(Step("hang"))
+            if value not in ("", "once"):
+                raise ScriptError(f"step {part!r}: expected hang or hang=once")
+            steps.append(Step("hang", value))
         elif key == "tool":
             match = _TOOL_NAME.match(value)
             if match is None:
@@ -351,12 +354,22 @@ class StandIn:
         self._requests = 0
         self._waiters: set[_Waiter] = set()
         self._closed = False
+        # (model, tool results) of the hang=once steps that have hung already.
+        self._hung_once: set[tuple[str, int]] = set()
+        self._tool_outputs: list[str] = []
 
     @property
     def requests(self) -> int:
         """Total ``/v1/responses`` requests received so far."""
         with self._lock:
             return self._requests
+
+    @property
+    def tool_outputs(self) -> list[str]:
+        """Every distinct tool result (``function_call_output``) agents have sent, in the
+        order first seen: what each agent was told its tools returned."""
+        with self._lock:
+            return list(self._tool_outputs)
 
     @property
     def hanging(self) -> int:
@@ -440,7 +453,21 @@ class StandIn:
             if isinstance(tool, Mapping) and tool.get("type") == "function" and "name" in tool:
                 tools[str(tool["name"])] = tool.get("parameters")
         items = _input_items(body.get("input"))
-        call = _Request(body, select_step(steps, count_tool_results(items)), tools)
+        with self._lock:
+            for item in items:
+                if item.get("type") == "function_call_output":
+                    output = str(item.get("output"))
+                    if output not in self._tool_outputs:
+                        self._tool_outputs.append(output)
+        results = count_tool_results(items)
+        step = select_step(steps, results)
+        if step is not None and step.kind == "hang" and step.value == "once":
+            with self._lock:
+                retried = (str(model), results) in self._hung_once
+                self._hung_once.add((str(model), results))
+            if retried:
+                step = Step("reply")
+        call = _Request(body, step, tools)
         headers = {"x-request-id": _new_id("req")}
         if body.get("stream") is True:
             headers["cache-control"] = "no-cache"
@@ -676,6 +703,11 @@ class StandInServer:
     def requests(self) -> int:
         """Total ``/v1/responses`` requests received."""
         return self.standin.requests
+
+    @property
+    def tool_outputs(self) -> list[str]:
+        """What agents were told their tools returned (see :attr:`StandIn.tool_outputs`)."""
+        return self.standin.tool_outputs
 
     def release(self) -> int:
         """Let all currently hanging requests answer; return how many. Thread-safe."""

@@ -1,5 +1,10 @@
 """The abort ladder: stop a stuck run the way an operator would, step by step.
 
+``timeout`` asks the app to make the innermost await of the hung span's work raise
+``TimeoutError``, as a read timeout there would have: the HTTP client and the SDK see an
+ordinary timeout and retry, a tool fails and its agent is told; if the span is still
+open after the grace, the ladder goes on as ``cancel``.
+
 ``cancel`` asks the app to end the run the hung span belongs to (the app cancels the
 span's task and the run's, and the run's caller gets ``RunAborted``); if the span has
 not ended ``grace_seconds`` later, every run with a span open in its trace. The first
@@ -38,6 +43,7 @@ from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener
 __all__ = ["AbortLadder", "steps_for"]
 
 _STEPS: Final = {
+    "timeout": ("timeout", "cancel", "cancel_trace"),
     "cancel": ("cancel", "cancel_trace"),
     "terminate": ("cancel", "cancel_trace", "terminate"),
     "kill": ("cancel", "cancel_trace", "terminate", "kill"),
@@ -229,8 +235,8 @@ class AbortLadder(RegistryListener):
         return True
 
     def _send(self, span: OpenSpan, step: str, by: str) -> None:
-        target = span.span_id if step == "cancel" else span.trace_id
-        action = "cancel" if step == "cancel" else "cancel_trace"
+        target = span.trace_id if step == "cancel_trace" else span.span_id
+        action = step
         reason = (
             f"agents-watchdog: {span.kind} span {span.span_id} hung "
             f"({span.reason}); {step} requested by {by}"

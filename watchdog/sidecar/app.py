@@ -660,7 +660,7 @@ class Sidecar:
                 raise RequestRejected(400, "bad_request", f"invalid abort request: {exc}") from None
             if not steps_for(order.action):
                 raise RequestRejected(
-                    400, "bad_request", "action must be one of cancel, terminate, kill"
+                    400, "bad_request", "action must be one of timeout, cancel, terminate, kill"
                 )
             # An orphan's process is gone: there is nothing left to stop.
             span = self._one_span(request.path_params["span_id"], order.instance_id, True)

@@ -57,8 +57,8 @@ KINDS: Final = frozenset(
 )
 # Containers are judged by idleness of their subtree, leaves by time open.
 CONTAINER_KINDS: Final = frozenset({"trace", "task", "agent", "turn"})
-ACTIONS: Final = ("alert", "cancel", "terminate", "kill")
-Action = Literal["alert", "cancel", "terminate", "kill"]
+ACTIONS: Final = ("alert", "timeout", "cancel", "terminate", "kill")
+Action = Literal["alert", "timeout", "cancel", "terminate", "kill"]
 SEVERITIES: Final = ("info", "warning", "critical")
 SINK_TYPES: Final = ("log", "webhook", "alertmanager", "slack")
 

@@ -868,8 +868,8 @@
     tokenInput.value = token();
     tokenLabel.append(tokenInput);
     tokenForm.append(tokenLabel);
-    const buttons = ["cancel", "terminate", "kill"].map((action) => {
-      const button = el("button", action === "kill" ? "danger" : "", action === "cancel" ? "Cancel run" : action === "terminate" ? "Terminate process" : "Kill process");
+    const buttons = ["timeout", "cancel", "terminate", "kill"].map((action) => {
+      const button = el("button", action === "kill" ? "danger" : "", action === "timeout" ? "Time out the call" : action === "cancel" ? "Cancel run" : action === "terminate" ? "Terminate process" : "Kill process");
       button.type = "button";
       button.dataset.action = action;
       button.id = "abort-" + action;
