@@ -137,10 +137,10 @@ async def run_row(row: str, standin: str) -> str:
         with concurrent.futures.ThreadPoolExecutor(thread_name_prefix="django-view") as pool:
             return await asyncio.wrap_future(pool.submit(view))
     try:
-        result = await Runner.run(agent, "Go.")
+        finished = await Runner.run(agent, "Go.")
     except BaseException as exc:
         return outcome(exc)
-    return outcome(None, final=str(result.final_output))
+    return outcome(None, final=str(finished.final_output))
 
 
 async def run_mcp(client: AsyncOpenAI) -> str:

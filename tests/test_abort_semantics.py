@@ -60,6 +60,7 @@ def ladder(sidecar: SidecarProcess) -> list[tuple[str, str]]:
         ("response", "response", True),
         ("sub-agent", "response", True),
         ("function", "function", False),
+        ("mcp", "function", False),
         ("guardrail", "guardrail", False),
         ("handoff", "handoff", False),
         ("streamed-response", "response", True),

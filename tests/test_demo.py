@@ -39,4 +39,8 @@ def test_demo_shows_detection_and_recovery() -> None:
     assert "blind_reason: tracing is off: OPENAI_AGENTS_DISABLE_TRACING=1" in out
     assert 'agents_watchdog_processes{state="blind"} 1.0' in out
     assert "the app's stderr: agents-watchdog cannot watch" in out
+    assert "probable cause: waiting on the model's HTTP response" in out
+    assert "set a read timeout, e.g. httpx.Timeout(20, connect=5)" in out
+    assert "ladder: timeout      succeeded  the span ended" in out
+    assert "the run answered 'Done.' after" in out
     assert "Traceback" not in result.stderr

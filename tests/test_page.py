@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.agents_app import AppRun, Gate, agent_with_tool, coordinator_with_researcher
 from tests.conftest import need_tool, thresholds, wait_until
 from tests.wire_process import WireProcess, runs
-from watchdog.processor import WatchdogProcessor
+from watchdog.processor import RunAborted, WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
@@ -204,6 +204,9 @@ def test_hung_span_shows_highlighted_with_stack_and_the_abort_button_ends_it(
     stack = page.locator("#detail-stack")
     expect(stack).to_contain_text("Task ", timeout=10_000)
     expect(stack).to_contain_text("Thread 'agents-app'")
+    expect(page.locator("#span-cause")).to_contain_text(
+        "Probable cause: waiting on the model's HTTP response"
+    )
     timeline = page.locator("#detail-timeline")
     expect(timeline.locator('li[data-event="detected"]')).to_have_count(1, timeout=5_000)
     expect(timeline.locator('li[data-event="stacks"]')).to_have_count(1, timeout=5_000)
@@ -224,10 +227,11 @@ def test_hung_span_shows_highlighted_with_stack_and_the_abort_button_ends_it(
     assert standin.hanging == 1  # nothing was sent before the confirmation
     confirm.click()
     expect(page.locator("#abort-result")).to_have_text("Abort started: cancel → cancel_trace")
-    # The hung call is cancelled: its row leaves and the run goes on without it.
+    # The hung call is cancelled: its row leaves, and its run ends with RunAborted.
     expect(hung_row).to_have_count(0, timeout=10_000)
     expect(page.locator("#detail .gone")).to_be_visible()
-    assert stuck.wait(timeout=15) == "Briefing"
+    with pytest.raises(RunAborted, match="requested by operator"):
+        stuck.wait(timeout=15)
     assert standin.hanging == 0
     gate.open()
     assert healthy.wait(timeout=15) == "Done"

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+from watchdog._causes import descend, probable_cause
 from watchdog._runs import RunAborted, end_run, run_of
 from watchdog._stacks import _own_frames, bounded, capture, thread_stack
 from watchdog.protocol import Command, CommandResult, LoopReport
@@ -172,85 +173,29 @@ def _end_runs_of_trace(
     return f"{len(runs)} run(s) of the trace" if runs else ""
 
 
-def _refers_to(callback: Any, target: Any) -> bool:
-    """True when a done-callback holds ``target`` (in its closure, its partial's
-    arguments, or as the bound object itself)."""
-    function = callback[0] if isinstance(callback, tuple) else callback
-    held: list[Any] = [getattr(function, "__self__", None)]
-    held.extend(getattr(function, "args", ()) or ())
-    inner = getattr(function, "func", function)
-    for cell in getattr(inner, "__closure__", None) or ():
-        with contextlib.suppress(ValueError):
-            held.append(cell.cell_contents)
-    return any(value is target for value in held)
-
-
-def _pending_tasks_behind(waiter: Any, loop: Any) -> list[Any]:
-    """The pending tasks whose completion ``waiter`` waits for: a ``gather``'s children,
-    a ``shield``'s inner task, or the tasks that would wake it (``asyncio.wait``,
-    ``wait_for`` on 3.11, a ``TaskGroup``)."""
-    children = getattr(waiter, "_children", None)
-    if children:
-        return [t for t in children if not t.done()]
-    behind = []
-    for callback in getattr(waiter, "_callbacks", None) or ():
-        function = callback[0] if isinstance(callback, tuple) else callback
-        for cell in getattr(function, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):
-                value = cell.cell_contents
-                if isinstance(value, asyncio.Task) and not value.done():
-                    behind.append(value)
-    if behind:
-        return behind
-    for _ in range(3):  # the loop's task set may change while another thread reads it
-        with contextlib.suppress(RuntimeError):
-            tasks = list(asyncio.all_tasks(loop))
-            break
-    else:
-        return []
-    return [
-        t
-        for t in tasks
-        if not t.done() and any(_refers_to(c, waiter) for c in getattr(t, "_callbacks", ()) or ())
-    ]
-
-
 def _innermost_wait(task: Any) -> tuple[Any, Any] | str:
     """(the task that waits, the future it waits on) at the bottom of ``task``'s work —
     followed through the tasks it awaits while there is exactly one — or why there is
     no await that a timeout may touch."""
-    current = task
-    loop = task.get_loop()
-    for _ in range(32):
-        waiter = getattr(current, "_fut_waiter", None)
-        if waiter is None or waiter.done():
-            return (
-                f"task {current.get_name()!r} is not suspended on a pending await "
-                "(it is running, or blocks its event loop)"
-            )
-        if isinstance(waiter, asyncio.Task):
-            current = waiter
-            continue
-        behind = _pending_tasks_behind(waiter, loop)
-        if len(behind) > 1:
-            return (
-                f"task {current.get_name()!r} waits on {len(behind)} tasks at once; "
-                "a timeout would have to pick one"
-            )
-        if behind:
-            current = behind[0]
-            continue
-        waiting = {
-            id(getattr(c[0] if isinstance(c, tuple) else c, "__self__", None))
-            for c in getattr(waiter, "_callbacks", None) or ()
-            if isinstance(
-                getattr(c[0] if isinstance(c, tuple) else c, "__self__", None), asyncio.Task
-            )
-        }
-        if waiting != {id(current)}:
-            return "the future at the bottom is awaited by other tasks too: left alone"
-        return current, waiter
-    return "the chain of awaited tasks is too deep to follow"
+    current, waiter, waiting_for = descend(task)
+    if waiter is None:
+        return (
+            f"task {current.get_name()!r} is not suspended on a pending await "
+            "(it is running, or blocks its event loop)"
+        )
+    if waiting_for > 1:
+        return (
+            f"task {current.get_name()!r} waits on {waiting_for} tasks at once; "
+            "a timeout would have to pick one"
+        )
+    waiting = set()
+    for callback in getattr(waiter, "_callbacks", None) or ():
+        owner = getattr(callback[0] if isinstance(callback, tuple) else callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            waiting.add(id(owner))
+    if waiting != {id(current)}:
+        return "the future at the bottom is awaited by other tasks too: left alone"
+    return current, waiter
 
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
@@ -284,7 +229,10 @@ def execute(command: Command, open_spans: dict[Any, tuple[float, int, Any]]) -> 
             if found is None:
                 return CommandResult(command.id, False, "span is no longer open")
             stack = capture(*found)
-            return CommandResult(command.id, True, "stacks captured in-process", stack=stack)
+            cause = bounded(probable_cause(found[1]), 1000)
+            return CommandResult(
+                command.id, True, "stacks captured in-process", stack=stack, cause=cause
+            )
         if command.action == "timeout":
             return _execute_timeout(command, open_spans)
         if command.action not in ("cancel", "cancel_trace"):

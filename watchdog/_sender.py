@@ -47,12 +47,14 @@ import msgspec
 import psutil
 from agents.tracing import Span
 
+from watchdog._clients import default_client_timeouts
 from watchdog._control import LoopProbes, execute
 from watchdog.protocol import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     PROTOCOL_VERSION,
     Batch,
+    ClientTimeoutsInfo,
     CommandResult,
     Event,
     Heartbeat,
@@ -104,6 +106,30 @@ def _version(distribution: str) -> str:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _client_timeouts() -> ClientTimeoutsInfo | None:
+    """The SDK's default OpenAI client's timeouts, in wire form; None when they cannot
+    be read or would not fit the wire (a batch the sidecar rejects would unregister the
+    process: the figures are worth less than being watched)."""
+    try:
+        found = default_client_timeouts()
+        # An infinite (or absurdly long, or NaN) wait is no limit at all.
+        connect, read = (
+            None if value is None or not value < 1e9 else value
+            for value in (found.connect, found.read)
+        )
+        return msgspec.convert(
+            {
+                "connect": connect,
+                "read": read,
+                "max_retries": found.max_retries,
+                "source": found.source[:64],
+            },
+            ClientTimeoutsInfo,
+        )
+    except Exception:  # whatever an SDK or a client does here, the app never sees it
+        return None
 
 
 def _span_name(data: Any) -> str:
@@ -390,6 +416,8 @@ class Sender:
             service=self.settings.service[:MAX_NAME_LENGTH],
             sdk_version=_version("openai-agents")[:64],
             watchdog_version=_version("agents-watchdog")[:64],
+            # Read here, once, on this thread: the hot path never pays for it.
+            client_timeouts=_client_timeouts(),
         )
 
     def _loop(self, client: httpx.Client) -> None:
@@ -655,6 +683,7 @@ class Sender:
         try:
             response = client.post(self._endpoint, content=encode(batch), timeout=timeout)
             if response.status_code != 200:
+                self._drop_unknown_to_sidecar(response)
                 return self._failed(f"HTTP {response.status_code}: {response.text[:300]}")
             reply = decode_reply(response.content)
         except (httpx.HTTPError, msgspec.MsgspecError, OSError) as exc:
@@ -677,6 +706,18 @@ class Sender:
         # Results (and a resync the sidecar asked for) go back at once, not in a second.
         self._resync_now = self._need_resync or bool(self._results)
         return True
+
+    def _drop_unknown_to_sidecar(self, response: httpx.Response) -> None:
+        """A sidecar older than this app refuses the client timeouts as an unknown field:
+        the next try goes without them, so the process is watched all the same."""
+        process = self._process
+        if (
+            response.status_code == 422
+            and process is not None
+            and process.client_timeouts is not None
+            and "client_timeouts" in response.text
+        ):
+            self._process = msgspec.structs.replace(process, client_timeouts=None)
 
     def _failed(self, reason: str) -> bool:
         self._need_resync = True

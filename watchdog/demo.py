@@ -236,6 +236,9 @@ def main() -> int:
             return found["stack"] if found else None
 
         stack = poll(stack_of_span, within=5)
+        cause = poll(lambda: _cause_of(sidecar.url, span["span_id"]), within=5)
+        if cause:
+            say(f"   probable cause: {cause}")
         if stack:
             say("   where it is stuck (the span's task, captured in the app):")
             task_part = stack.split("\nThread ")[0].splitlines()
@@ -294,14 +297,84 @@ def main() -> int:
             say("FAILED: the alert did not resolve or the incident was not recorded.")
             return 1
         say()
+        if not heal_by_timeout(standin):
+            return 1
+        say()
         if not abort_ladder(standin):
             return 1
     say()
     say(
         "Demo complete: detection, stacks, metrics, alerts, recovery, a learned threshold, "
-        "incident history, a blocked-loop finding, the abort ladder and a blind process shown."
+        "incident history, a call healed by timeout, the abort ladder, a blocked-loop "
+        "finding and a blind process shown."
     )
     return 0
+
+
+HEAL_CONFIG = """\
+[thresholds]
+response = 2
+
+[abort]
+grace_seconds = 5
+
+[[rules]]                 # a stuck model call: fail it as a read timeout would, then retry
+kind = "response"
+action = "timeout"
+"""
+
+
+def heal_by_timeout(standin: Any) -> bool:
+    """Part two: the gentlest rung. True when the hung call healed into its retry."""
+    from agents import Agent, OpenAIResponsesModel, Runner
+    from agents.tracing import set_trace_processors
+    from openai import AsyncOpenAI
+
+    from watchdog.processor import WatchdogProcessor
+    from watchdog.sidecar.launcher import SidecarProcess
+
+    say("Part two: heal before stopping.")
+    with SidecarProcess(HEAL_CONFIG) as sidecar:
+        processor = WatchdogProcessor(sidecar.url, service="demo-app")
+        set_trace_processors([processor])
+
+        async def once_hung() -> str:
+            # The OpenAI client's own retries (max_retries=2) take over after the timeout.
+            client = AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="demo", max_retries=2)
+            agent = Agent(
+                name="Analyst",
+                instructions="Answer.",
+                model=OpenAIResponsesModel(model="standin:hang=once", openai_client=client),
+            )
+            try:
+                result = await Runner.run(agent, "Summarise the backlog.")
+                return str(result.final_output)
+            finally:
+                await client.close()
+
+        say("8. A model call hangs once (its retry would answer); its rule says timeout ...")
+        started = time.monotonic()
+        answer = asyncio.run(once_hung())
+        took = time.monotonic() - started
+        processor.force_flush()
+        sidecar.wait_for(
+            "abort_step", timeout=5, where=lambda e: e.get("outcome") in ("succeeded", "timed_out")
+        )
+        processor.shutdown()
+        hung = sidecar.wait_for("span_hung", timeout=5)
+        cause = sidecar.wait_for("span_stack", timeout=5)
+        steps = [e for e in sidecar.logs if e.get("event") == "abort_step"]
+        if hung is not None and cause is not None and cause.get("cause"):
+            say(f"   probable cause (in the alert): {cause['cause']}")
+        for entry in steps:
+            say(f"   ladder: {entry['step']:<12} {entry['outcome']:<10} {entry['detail']}")
+        say(
+            f"   the run answered {answer!r} after {took:.1f} s: the stuck read failed as a "
+            "timeout, the client retried, nobody was paged for an error"
+        )
+        return (
+            bool(steps) and steps[-1]["step"] == "timeout" and steps[-1]["outcome"] == "succeeded"
+        )
 
 
 ABORT_CONFIG = """\
@@ -333,10 +406,10 @@ def abort_ladder(standin: Any) -> bool:
     from agents.tracing import set_trace_processors
     from openai import AsyncOpenAI
 
-    from watchdog.processor import RunAborted, WatchdogProcessor, abortable
+    from watchdog.processor import RunAborted, WatchdogProcessor
     from watchdog.sidecar.launcher import SidecarProcess
 
-    say("Part two: rules that stop stuck runs (cancel first, then SIGTERM, then SIGKILL).")
+    say("Part three: rules that stop stuck runs (cancel first, then SIGTERM, then SIGKILL).")
     with SidecarProcess(ABORT_CONFIG) as sidecar:
         processor = WatchdogProcessor(sidecar.url, service="demo-app")
         set_trace_processors([processor])
@@ -349,21 +422,20 @@ def abort_ladder(standin: Any) -> bool:
                 model=OpenAIResponsesModel(model="standin:hang", openai_client=client),
             )
             try:
-                async with abortable():
-                    await Runner.run(agent, "Summarise the backlog.")
+                await Runner.run(agent, "Summarise the backlog.")  # no wrapper needed
                 return "finished (unexpected)"
             except RunAborted as exc:
                 return f"RunAborted: {exc}"
             finally:
                 await client.close()
 
-        say("8. An agent's model call hangs; its rule says cancel ...")
+        say("9. An agent's model call hangs; its rule says cancel: the run ends ...")
         outcome = asyncio.run(solo())
         say(f"   the app caught {outcome}")
         processor.shutdown()
         cancelled = outcome.startswith("RunAborted")
 
-        say("9. In another process, a tool blocks the event loop with time.sleep; its rule")
+        say("10. In another process, a tool blocks the event loop with time.sleep; its rule")
         say("   says terminate. Cancelling cannot work there, so the ladder escalates ...")
         worker = subprocess.Popen(
             [sys.executable, "-m", "watchdog.demo", "worker", sidecar.url, standin.url],
@@ -404,7 +476,7 @@ def abort_ladder(standin: Any) -> bool:
 
 def blind_process(sidecar_url: str, standin_url: str) -> bool:
     """Step 10: a process with the SDK's tracing off is shown as blind, never as healthy."""
-    say("10. A third process runs with OPENAI_AGENTS_DISABLE_TRACING=1; its model call hangs")
+    say("11. A third process runs with OPENAI_AGENTS_DISABLE_TRACING=1; its model call hangs")
     say("    where no processor can see it. The watchdog says so instead of staying quiet ...")
     env = {**os.environ, "OPENAI_AGENTS_DISABLE_TRACING": "1"}
     untraced = subprocess.Popen(
@@ -484,6 +556,12 @@ def worker(sidecar_url: str, standin_url: str) -> None:
         await Runner.run(agent, "Crunch Q3.")
 
     asyncio.run(run())
+
+
+def _cause_of(sidecar_url: str, span_id: str) -> str | None:
+    listing = httpx.get(f"{sidecar_url}/v1/spans", timeout=5).json()["spans"]
+    found = next((s for s in listing if s["span_id"] == span_id), None)
+    return None if found is None else found.get("cause")
 
 
 def _status_lines(sidecar_url: str) -> tuple[int, list[str]]:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_STACK_LENGTH",
     "PROTOCOL_VERSION",
     "Batch",
+    "ClientTimeoutsInfo",
     "Command",
     "CommandResult",
     "Event",
@@ -90,8 +91,22 @@ class SpanEnd(msgspec.Struct, array_like=True, tag="e", forbid_unknown_fields=Tr
 Event = SpanStart | SpanEnd
 
 
-class ProcessInfo(msgspec.Struct, forbid_unknown_fields=True):
-    """Who is speaking: stable for the life of one process (a forked child gets a new one)."""
+class ClientTimeoutsInfo(msgspec.Struct, forbid_unknown_fields=True):
+    """The timeouts of the SDK's default OpenAI client, as the app read them once when
+    its sender started: seconds to connect and per read (None: no limit), retries
+    (None: unknown), and where the figures come from (``openai default``, ...)."""
+
+    connect: Annotated[float, Meta(ge=0.0, le=1e9)] | None
+    read: Annotated[float, Meta(ge=0.0, le=1e9)] | None
+    max_retries: Annotated[int, Meta(ge=0, le=1_000_000)] | None
+    source: Short
+
+
+class ProcessInfo(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Who is speaking: stable for the life of one process (a forked child gets a new one).
+
+    Fields left at their defaults are not sent, so a sidecar older than a field still
+    takes a process that leaves it unset."""
 
     instance_id: Id
     pid: Pid
@@ -100,6 +115,8 @@ class ProcessInfo(msgspec.Struct, forbid_unknown_fields=True):
     service: Name
     sdk_version: Short = ""
     watchdog_version: Short = ""
+    # None when the app could not tell (an older app, or reading them failed).
+    client_timeouts: ClientTimeoutsInfo | None = None
 
 
 class LoopReport(msgspec.Struct, forbid_unknown_fields=True):
@@ -129,7 +146,7 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
     blind: Annotated[str, Meta(max_length=1000)] | None = None
 
 
-class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class CommandResult(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """What became of a command: ``ok`` when it was carried out (a cancel delivered to
     the task's event loop); ``detail`` says what happened or why not."""
 
@@ -137,6 +154,8 @@ class CommandResult(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     ok: bool
     detail: Annotated[str, Meta(max_length=1000)]
     stack: Annotated[str, Meta(max_length=MAX_STACK_LENGTH)] | None = None
+    # With stacks: the probable cause of the hang and its fix, in plain words.
+    cause: Annotated[str, Meta(max_length=1000)] | None = None
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):

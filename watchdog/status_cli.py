@@ -11,6 +11,10 @@ Reads ``GET /v1/processes`` and ``GET /v1/spans``. The exit code makes it a prob
 
 With ``--watch`` the tables refresh until interrupted, and the exit code is that of
 the last refresh.
+
+Warnings — a process whose default OpenAI client would let a model call outlast the
+response threshold — are printed, and listed under ``warnings`` in ``--json``, without
+changing the exit code: nothing is stuck yet.
 """
 
 from __future__ import annotations
@@ -61,9 +65,11 @@ class Status:
     processes: list[dict[str, Any]]
     spans: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.problems = problems_of(self.processes, self.spans)
+        self.warnings = warnings_of(self.processes)
 
     @property
     def exit_code(self) -> int:
@@ -77,6 +83,7 @@ class Status:
             "ok": not self.problems,
             "exit_code": self.exit_code,
             "problems": self.problems,
+            "warnings": self.warnings,
             "processes": self.processes,
             "spans": self.spans,
         }
@@ -110,6 +117,23 @@ def problems_of(processes: list[dict[str, Any]], spans: list[dict[str, Any]]) ->
                 f"(pid {span['pid']}), open {span['age_seconds']:.1f} s"
             )
     return found
+
+
+def warnings_of(processes: list[dict[str, Any]]) -> list[str]:
+    """One line per service and warning — about a default OpenAI client that can let a
+    model call hang past the response threshold — naming its processes (the workers of
+    one service share one); they never change the exit code."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for process in processes:
+        # .get: a sidecar older than this command does not report it.
+        warning = process.get("timeout_warning")
+        if warning:
+            where = f"{process['pid']} on {process['host']}"
+            found.setdefault((process["service"], warning), []).append(where)
+    return [
+        f"{service} (pid {', '.join(where)}): {warning}"
+        for (service, warning), where in found.items()
+    ]
 
 
 def fetch_status(url: str, token: str | None, timeout: float = 10.0) -> Status:
@@ -230,6 +254,8 @@ def render(status: Status, limit: int) -> RenderableType:
         parts.append(_spans_table(status.spans, limit))
     else:
         parts.append(Text("no open spans"))
+    for line in status.warnings:
+        parts.append(Text(f"WARNING: {line}", style="yellow"))
     if status.problems:
         verdict = Text(f"ATTENTION: {len(status.problems)} problem(s)\n", style="bold red")
         for line in status.problems[:20]:

@@ -390,6 +390,8 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     body = alert.annotations["description"]
     if not firing:
         body += f"\n*Resolved:* {alert.annotations.get('resolution', '')}"
+    elif alert.annotations.get("cause"):
+        body += f"\n*Probable cause:* {alert.annotations['cause']}"
     where = []
     stack = alert.annotations.get("stack")
     if firing and stack:

@@ -42,7 +42,13 @@ from watchdog.sidecar.metrics import (
     WatchdogCollector,
     bucket_edges,
 )
-from watchdog.sidecar.registry import Fanout, OpenSpan, ProcessRecord, Registry
+from watchdog.sidecar.registry import (
+    CLIENT_TIMEOUT_FIX,
+    Fanout,
+    OpenSpan,
+    ProcessRecord,
+    Registry,
+)
 from watchdog.sidecar.sinks import Dispatcher, build_sink
 from watchdog.sidecar.stacks import StackCollector
 from watchdog.sidecar.web import find_spans, page, processes_json, static_files
@@ -234,8 +240,16 @@ class Sidecar:
             return is_alive(process.info)
         return None
 
-    def _stack_captured(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
-        self.incidents.stack_captured(span, source, stack, note)
+    def _stack_captured(
+        self, span: OpenSpan, source: str, stack: str | None, note: str, cause: str | None
+    ) -> None:
+        self.incidents.stack_captured(span, source, stack, note, cause)
+        if cause is not None:
+            # Before the stack: the stack's arrival is what announces a held alert.
+            self.alerts.annotate(span.key, "cause", cause)
+            by_cause = self.config.thresholds.action_for_cause(span.kind, span.name, cause)
+            if by_cause is not None and not steps_for(span.action) and span.state == "hung":
+                self.ladder.start(span, by_cause[0], by=f"rule {by_cause[1]} (cause)")
         self.alerts.annotate(span.key, "stack", stack or f"none: {note}")
 
     def _abort_step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
@@ -519,6 +533,8 @@ class Sidecar:
         process = self.registry.processes.get(instance)
         if process is not None:
             self.loop_watch.check(process)
+        if process is not None and process.timeout_warning and not process.timeout_warned:
+            self._warn_client_timeouts(process)
         if process is not None and not process.verified and process.verify_attempts < 3:
             process.verify_attempts += 1
             self._spawn(self._verify(process, request))
@@ -529,6 +545,26 @@ class Sidecar:
             commands=self.commands.take(instance),
         )
         return Response(encode(reply), media_type="application/json")
+
+    def _warn_client_timeouts(self, process: ProcessRecord) -> None:
+        """Log, once per process, that its default OpenAI client lets a model call hang
+        past the response threshold (see ``registry.client_timeout_warning``)."""
+        process.timeout_warned = True
+        timeouts = process.info.client_timeouts
+        log_event(
+            logging.WARNING,
+            "client_timeout_too_long",
+            service=process.service,
+            host=process.info.host,
+            pid=process.info.pid,
+            instance_id=process.info.instance_id,
+            read=None if timeouts is None else timeouts.read,
+            connect=None if timeouts is None else timeouts.connect,
+            source=None if timeouts is None else timeouts.source,
+            threshold=self.registry.response_threshold(),
+            detail=process.timeout_warning,
+            fix=CLIENT_TIMEOUT_FIX,
+        )
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -587,6 +623,7 @@ class Sidecar:
             else iso(wall_now - (now - span.flagged_at)),
             "thread_id": span.thread_id,
             "task_id": span.task_id,
+            "cause": span.cause,
             "stack": span.stack,
             "stack_source": span.stack_source,
         }
@@ -759,12 +796,21 @@ class Sidecar:
 
     async def list_processes(self, request: Request) -> Response:
         """``GET /v1/processes``: every app process with its liveness, event loops and
-        span counts (see ``web.process_json``)."""
+        span counts (see ``web.process_json``), its default OpenAI client's timeouts
+        (``client_timeouts``) and ``timeout_warning`` when they outlast the response
+        threshold."""
         try:
             self._authorize(request)
         except RequestRejected as exc:
             return _error(exc.status, exc.reason, exc.detail)
-        body = {"processes": processes_json(self.registry, self.loop_watch.blocked)}
+        listed = processes_json(self.registry, self.loop_watch.blocked)
+        for row in listed:
+            # The default client's timeouts as the app reported them (None: not
+            # reported), and, when they let a model call outlast its threshold, why.
+            process = self.registry.processes[row["instance_id"]]
+            row["client_timeouts"] = process.info.client_timeouts
+            row["timeout_warning"] = process.timeout_warning
+        body = {"processes": listed}
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def get_span(self, request: Request) -> Response:

@@ -140,9 +140,15 @@ class Rule:
     action: Action = "alert"
     severity: str = "warning"
     auto: AutoThreshold | None = None
+    # A glob over the hung span's probable cause: such a rule applies once the cause is
+    # known (with the stacks), to a span whose first matching rule takes no action.
+    cause: str | None = None
 
-    def matches(self, kind: str, name: str) -> bool:
-        """True when this rule applies to a span of ``kind`` named ``name``."""
+    def matches(self, kind: str, name: str, cause: str | None = None) -> bool:
+        """True when this rule applies to a span of ``kind`` named ``name`` (and, for a
+        rule with ``cause``, whose probable cause is ``cause``)."""
+        if self.cause is not None and (cause is None or not fnmatch.fnmatchcase(cause, self.cause)):
+            return False
         return (self.kind is None or self.kind == kind) and fnmatch.fnmatchcase(name, self.name)
 
 
@@ -189,6 +195,14 @@ class Thresholds:
                     threshold, setting = rule.threshold, f"rules[{index}]"
                 return Resolved(threshold, rule.action, cap, rule.severity, auto, setting)
         return Resolved(base, "alert", cap, "warning", None, setting)
+
+    def action_for_cause(self, kind: str, name: str, cause: str) -> tuple[Action, str] | None:
+        """The action of the first rule with a ``cause`` that matches a hung span whose
+        probable cause is ``cause``, and its key (``rules[3]``); None when none does."""
+        for index, rule in enumerate(self.rules):
+            if rule.cause is not None and rule.matches(kind, name, cause):
+                return rule.action, f"rules[{index}]"
+        return None
 
     def edges(self) -> list[float]:
         """Every configured threshold, for use as histogram bucket edges."""
@@ -418,7 +432,9 @@ def _rules(raw: object) -> tuple[Rule, ...]:
         key = f"rules[{index}]"
         table = _table(key, entry)
         _reject_unknown(
-            key, table, {"kind", "name", "threshold", "action", "severity", *_AUTO_KEYS}
+            key,
+            table,
+            {"kind", "name", "cause", "threshold", "action", "severity", *_AUTO_KEYS},
         )
         kind = table.get("kind")
         if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
@@ -426,6 +442,7 @@ def _rules(raw: object) -> tuple[Rule, ...]:
                 f"{key}.kind", f"expected one of {', '.join(sorted(KINDS))}, got {kind!r}"
             )
         name = _str(f"{key}.name", table.get("name", "*"))
+        cause = None if "cause" not in table else _str(f"{key}.cause", table["cause"])
         threshold = table.get("threshold")
         action = table.get("action", "alert")
         if action not in ACTIONS:
@@ -439,6 +456,12 @@ def _rules(raw: object) -> tuple[Rule, ...]:
             )
         if threshold is None and "action" not in table and "severity" not in table:
             raise ConfigError(key, "a rule needs at least one of threshold, action, severity")
+        if cause is not None and (threshold is not None or "action" not in table):
+            raise ConfigError(
+                f"{key}.cause",
+                "a rule with cause gives an action only (the cause is known once the span "
+                "has hung, after its threshold)",
+            )
         if isinstance(threshold, str) and threshold != "auto":
             try:
                 float(threshold)
@@ -461,6 +484,7 @@ def _rules(raw: object) -> tuple[Rule, ...]:
                 action=action,
                 severity=severity,
                 auto=auto,
+                cause=cause,
             )
         )
     return tuple(rules)

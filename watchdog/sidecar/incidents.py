@@ -422,13 +422,16 @@ class IncidentLog(RegistryListener):
 
         self.store.write(record)
 
-    def stack_captured(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
-        """Record the stacks (or why there are none) in the span's incident."""
+    def stack_captured(
+        self, span: OpenSpan, source: str, stack: str | None, note: str, cause: str | None = None
+    ) -> None:
+        """Record the stacks (or why there are none) and the probable cause in the span's
+        incident."""
         row = self.current.get(span.key)
         if row is None:
             return
         at = self.wall()
-        entry = {"source": source, "note": note, "stack": stack}
+        entry = {"source": source, "note": note, "cause": cause, "stack": stack}
 
         def record(db: sqlite3.Connection) -> None:
             if row.get("id") is not None:

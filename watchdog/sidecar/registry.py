@@ -21,16 +21,26 @@ from typing import Final, Literal
 
 import msgspec
 
-from watchdog.protocol import Batch, Heartbeat, LoopReport, ProcessInfo, SpanEnd, SpanStart
+from watchdog.protocol import (
+    Batch,
+    ClientTimeoutsInfo,
+    Heartbeat,
+    LoopReport,
+    ProcessInfo,
+    SpanEnd,
+    SpanStart,
+)
 from watchdog.sidecar.config import CONTAINER_KINDS, Action, Resolved, Thresholds
 from watchdog.sidecar.learning import DurationLearner
 
 __all__ = [
+    "CLIENT_TIMEOUT_FIX",
     "OpenSpan",
     "ProcessRecord",
     "Registry",
     "RegistryListener",
     "SpanState",
+    "client_timeout_warning",
     "unknown_end",
 ]
 
@@ -45,6 +55,10 @@ INF: Final = math.inf
 MAX_DEPTH: Final = 64
 _RESOLVE_CACHE_SIZE: Final = 4096
 _STRING_CACHE_SIZE: Final = 8192
+CLIENT_TIMEOUT_FIX: Final = (
+    "Set a read timeout, e.g. AsyncOpenAI(timeout=httpx.Timeout(20, connect=5)) "
+    "and set_default_openai_client(...)"
+)
 
 
 class OpenSpan(msgspec.Struct, gc=False, eq=False):
@@ -81,6 +95,8 @@ class OpenSpan(msgspec.Struct, gc=False, eq=False):
     # Where it is stuck, once captured (see stacks.py): the text and where from.
     stack: str | None = None
     stack_source: str | None = None
+    # Why it is stuck and the fix, in plain words (from the app, with its stacks).
+    cause: str | None = None
 
     @property
     def action(self) -> Action:
@@ -157,6 +173,8 @@ class ProcessRecord:
         "sender_errors",
         "summarised",
         "open_reported",
+        "timeout_warned",
+        "timeout_warning",
         "spans",
         "spans_by_kind",
         "verified",
@@ -202,6 +220,10 @@ class ProcessRecord:
         self.verified: bool | None = None
         self.verify_note = "not checked yet"
         self.verify_attempts = 0
+        # Why its default OpenAI client lets a model call outlast the response
+        # threshold, with the fix (see client_timeout_warning); logged once.
+        self.timeout_warning: str | None = None
+        self.timeout_warned = False
 
     @property
     def service(self) -> str:
@@ -284,6 +306,27 @@ class RegistryListener:
         """A blind process's runs can be watched again."""
 
 
+def client_timeout_warning(timeouts: ClientTimeoutsInfo | None, threshold: float) -> str | None:
+    """Why a model call made with the app's default OpenAI client can hang past the
+    ``response`` threshold — its read timeout is longer, or there is none — with the
+    fix, in plain words; None when the read timeout is within the threshold, or when the
+    app did not say (an older app: nothing is known, so nothing is claimed)."""
+    if timeouts is None or (timeouts.read is not None and timeouts.read <= threshold):
+        return None
+    client = "the SDK's default OpenAI client"
+    if timeouts.read is None:
+        return (
+            f"{client} has no read limit ({timeouts.source}): a hung model call holds its "
+            f"run past the response threshold of {threshold:g} s, for as long as the server "
+            f"keeps it waiting. {CLIENT_TIMEOUT_FIX}"
+        )
+    return (
+        f"{client} waits {timeouts.read:g} s for a read ({timeouts.source}), longer than "
+        f"the response threshold of {threshold:g} s: a hung model call holds its run that "
+        f"long. {CLIENT_TIMEOUT_FIX}"
+    )
+
+
 def unknown_end(span: OpenSpan) -> str:
     """What became of a span that left the registry without an end time, in words."""
     if span.state == "leaked":
@@ -358,6 +401,11 @@ class Registry:
         wants_resync = False
         if process is None:
             process = ProcessRecord(info, now)
+            # Judged once, as it registers: the app reads its client's timeouts once,
+            # so every batch of one instance carries the same figures.
+            process.timeout_warning = client_timeout_warning(
+                info.client_timeouts, self.response_threshold()
+            )
             self.processes[info.instance_id] = process
             wants_resync = batch.resync is None and not batch.goodbye
             self.listener.process_joined(process, now)
@@ -424,6 +472,12 @@ class Registry:
                 self._resolved.clear()
             found = self._resolved[key] = self.thresholds.resolve(kind, name)
         return found
+
+    def response_threshold(self) -> float:
+        """The configured threshold of a model call (kind ``response``, any name): how
+        long a client's read timeout may be before a hung call outlasts it."""
+        # Resolved directly, not through the cache, which lists the names spans used.
+        return self.thresholds.resolve("response", "*").threshold
 
     def seen_names(self) -> list[tuple[str, str]]:
         """The kind/name pairs resolved lately (bounded), for listing thresholds."""
@@ -631,6 +685,11 @@ class Registry:
             self._remove(span, now)
             span.state = "orphaned"
             span.deadline = None
+            span.cause = (
+                f"its process (pid {process.info.pid}) died with the span open: it was "
+                "killed or crashed; look at the process's exit (OOM killer, a signal, "
+                "a deploy) rather than at this span"
+            )
             self.listener.span_orphaned(span, now)
         process.orphans = orphans
         self.listener.process_died(process, orphans, now)

@@ -30,8 +30,8 @@ __all__ = ["StackCollector"]
 STACK_TIMEOUT: Final = 3.0
 PY_SPY_TIMEOUT: Final = 15.0
 
-# (span, source, stack or None, note): the incident and the alert hear of it.
-StackReport = Callable[[OpenSpan, str, str | None, str], None]
+# (span, source, stack or None, note, cause or None): the incident and the alert hear of it.
+StackReport = Callable[[OpenSpan, str, str | None, str, str | None], None]
 
 
 class StackCollector(RegistryListener):
@@ -58,7 +58,7 @@ class StackCollector(RegistryListener):
 
     def _answered(self, span: OpenSpan, result: CommandResult) -> None:
         if result.ok and result.stack:
-            self._record(span, "in-process", result.stack, result.detail)
+            self._record(span, "in-process", result.stack, result.detail, result.cause)
         else:
             self._record(span, "none", None, f"the process could not capture: {result.detail}")
 
@@ -68,6 +68,11 @@ class StackCollector(RegistryListener):
             return
         self.commands.abandon(ident)
         process = span.process
+        cause = (
+            f"the process did not answer within {STACK_TIMEOUT:g} s: its sender thread "
+            "gets no turn, so something holds the GIL or the whole process is stopped "
+            "(a C extension call that never returns, SIGSTOP, a debugger)"
+        )
         why_not = None
         # On PATH, or beside this Python (installed into the same environment).
         py_spy = shutil.which("py-spy") or shutil.which(
@@ -85,15 +90,19 @@ class StackCollector(RegistryListener):
                 "none",
                 None,
                 f"the process did not answer within {STACK_TIMEOUT:g} s and {why_not}",
+                cause,
             )
             return
         assert py_spy is not None
         stack, note = await _py_spy_dump(py_spy, process.info.pid)
-        self._record(span, "py-spy" if stack else "none", stack, note)
+        self._record(span, "py-spy" if stack else "none", stack, note, cause)
 
-    def _record(self, span: OpenSpan, source: str, stack: str | None, note: str) -> None:
+    def _record(
+        self, span: OpenSpan, source: str, stack: str | None, note: str, cause: str | None = None
+    ) -> None:
         span.stack = stack
         span.stack_source = source
+        span.cause = cause
         log_event(
             logging.WARNING,
             "span_stack",
@@ -103,9 +112,10 @@ class StackCollector(RegistryListener):
             pid=span.process.info.pid,
             source=source,
             note=note,
+            cause=cause,
             stack=stack,
         )
-        self.report(span, source, stack, note)
+        self.report(span, source, stack, note, cause)
 
     async def stop(self) -> None:
         """Cancel pending fallbacks (sidecar shutdown)."""

@@ -418,6 +418,10 @@
         state.title = process.blind_reason;
         state.append(el("div", "blind-reason", process.blind_reason));
       }
+      if (process.timeout_warning) {
+        // The likeliest cause of a hang to come, and its fix: shown before anything hangs.
+        state.append(timeoutWarning(process.timeout_warning));
+      }
       const heartbeat = el("td", "num heartbeat", duration(process.heartbeat_age_seconds));
       heartbeat.dataset.base = String(process.heartbeat_age_seconds);
       const lag = process.loop_lag_seconds;
@@ -436,6 +440,23 @@
     }
     body.replaceChildren(...rows);
     $("no-processes").hidden = rows.length > 0;
+  }
+
+  function timeoutWarning(text) {
+    const warning = el("div", "timeout-warning", "⚠ " + text);
+    warning.title = text;
+    // A long sentence in a table of short cells: wrapped, small, in the warning colour.
+    Object.assign(warning.style, { whiteSpace: "normal", maxWidth: "48ch", fontSize: "0.85em", color: "var(--late)" });
+    return warning;
+  }
+
+  // "read 600 s · connect 5 s · 2 retries (openai default)"; null when not reported.
+  function clientTimeouts(timeouts) {
+    if (!timeouts) return null;
+    const seconds = (value) => (value === null ? "no limit" : value + " s");
+    return "read " + seconds(timeouts.read) + " · connect " + seconds(timeouts.connect) +
+      (timeouts.max_retries === null ? "" : " · " + timeouts.max_retries + " retries") +
+      " (" + timeouts.source + ")";
   }
 
   $("processes").tBodies[0].addEventListener("click", (event) => {
@@ -742,6 +763,8 @@
     parts.gone.hidden = Boolean(node);
     for (const button of parts.buttons) button.disabled = !node || span.state === "orphaned";
     fillSpanFields(parts, span);
+    parts.cause.hidden = !span.cause;
+    parts.cause.textContent = span.cause ? "Probable cause: " + span.cause : "";
     let stackText = span.stack || "";
     if (!stackText && span.stack_source === "none") {
       stackText = "No stack could be captured: the incident timeline says why.";
@@ -837,6 +860,9 @@
     gone.hidden = true;
     const fields = el("dl", "fields pairs");
     const ids = el("dl", "fields");
+    const cause = el("p", "cause");
+    cause.id = "span-cause";
+    cause.hidden = true;
     const stackHead = el("h3", "", "Stack");
     const stack = el("pre", "stack");
     stack.id = "detail-stack";
@@ -939,8 +965,8 @@
       }
     });
 
-    root.replaceChildren(head, gone, fields, ids, stackHead, stack, timelineHead, timelineNote, timeline, abort);
-    detail.parts = { kind, title, state, gone, fields, ids, stackHead, stack, timeline, timelineNote, timelineHead, buttons };
+    root.replaceChildren(head, gone, fields, ids, cause, stackHead, stack, timelineHead, timelineNote, timeline, abort);
+    detail.parts = { kind, title, state, gone, fields, ids, cause, stackHead, stack, timeline, timelineNote, timelineHead, buttons };
   }
 
   function showResult(element, ok, text) {
@@ -1038,8 +1064,11 @@
     field(fields, "Died", process.died_at ? clock(process.died_at) : null);
     field(fields, "Dropped events", process.dropped_events || null);
     field(fields, "Versions", "SDK " + (process.sdk_version || "?") + " · watchdog " + (process.watchdog_version || "?"));
+    field(fields, "Client timeouts", clientTimeouts(process.client_timeouts));
     field(fields, "Instance", process.instance_id, true);
-    const parts = [head, fields, el("h3", "", "Event loops")];
+    const parts = [head, fields];
+    if (process.timeout_warning) parts.push(timeoutWarning(process.timeout_warning));
+    parts.push(el("h3", "", "Event loops"));
     if (!process.loops.length) parts.push(el("p", "muted", "No event loop reported (none ran spans yet)."));
     for (const loop of process.loops) {
       const line = el("p", "", "thread " + loop.thread_id + " · lag " + (loop.lag_seconds * 1000).toFixed(0) + " ms ");
