@@ -171,11 +171,14 @@ def _http_cause(frames: list[FrameType]) -> str:
             "e.g. httpx.Timeout(20, connect=5)"
         )
     streaming = bool(_in(frames, "/openai/_streaming.py")) or bool(names & set(_STREAMING))
-    what = (
-        "the model's response stream stalled after it began: no event arrives"
-        if streaming
-        else "waiting on the model's HTTP response: no bytes of it have arrived"
-    )
+    if streaming:
+        what = "the model's response stream stalled after it began: no event arrives"
+    elif "_receive_response_body" in names:
+        what = "waiting on the model's HTTP response: its headers came, its body stalled"
+    elif "_receive_response_headers" in names:
+        what = "waiting on the model's HTTP response: no bytes of it have arrived"
+    else:
+        what = "waiting on the model's HTTP response"
     if timeouts.read is not None and timeouts.read <= 60:
         fix = (
             f"the client's read timeout of {timeouts.read:g} s has not fired yet; "

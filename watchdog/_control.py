@@ -287,7 +287,6 @@ def _execute_timeout(
     if loop.is_closed():
         return CommandResult(command.id, False, "the task's event loop is closed")
     reason = command.reason or f"agents-watchdog timed out span {command.span_id}"
+    where = _where(found[0])  # before delivery: a retry may move the task at once
     loop.call_soon_threadsafe(_time_out, task, reason)
-    return CommandResult(
-        command.id, True, f"TimeoutError delivered to the await at {_where(found[0])}"
-    )
+    return CommandResult(command.id, True, f"TimeoutError delivered to the await at {where}")
