@@ -283,10 +283,13 @@ def check(
     span_alerts = {
         a["annotations"]["trace_id"] for a in firing if a["labels"]["alertname"] == "AgentSpanHung"
     }
+    # The sidecar's own word that it aborted the run: it asked for the cancel. Its
+    # "succeeded" is not required, since a sidecar restart between the cancel and the span's end
+    # ends the ladder that would have confirmed it (the app's record says the run ended).
     aborted_by_sidecar = {
         e["trace_id"]
         for e in logs
-        if e.get("event") == "abort_step" and e["outcome"] == "succeeded"
+        if e.get("event") == "abort_step" and e["outcome"] in ("requested", "succeeded")
     }
     aborted_in_app = {r["trace"] for r in records if r["outcome"] == "aborted"}
     recorded = {i["trace_id"] for i in incidents}
