@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from agents import (
@@ -29,6 +28,7 @@ from agents import (
 )
 from openai import AsyncOpenAI
 
+from tests.mcp_server import stdio_params
 from watchdog.processor import aborted, install
 
 ROWS = (
@@ -147,10 +147,7 @@ async def run_mcp(client: AsyncOpenAI) -> str:
     from agents.mcp import MCPServerStdio
 
     server = MCPServerStdio(
-        params={
-            "command": sys.executable,
-            "args": [str(Path(__file__).with_name("mcp_server.py"))],
-        },
+        params=stdio_params(),
         name="reports",
         client_session_timeout_seconds=120,
     )

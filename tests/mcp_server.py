@@ -7,10 +7,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import anyio
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("reports")
+
+
+def stdio_params() -> Any:
+    """``MCPServerStdio(params=...)`` that starts this server."""
+    return {"command": sys.executable, "args": [str(Path(__file__))]}
 
 
 @server.tool()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from openai import AsyncOpenAI, Timeout
 
 from tests.agents_app import AppRun, agent_with_tool, model, single_agent
 from tests.conftest import spans, thresholds, wait_until
+from tests.mcp_server import stdio_params
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.launcher import SidecarProcess
@@ -260,10 +260,7 @@ def test_an_mcp_server_that_stopped_answering(
     async def main() -> None:
         client = AsyncOpenAI(base_url=f"{standin.url}/v1", api_key="x", max_retries=0)
         server = MCPServerStdio(
-            params={
-                "command": sys.executable,
-                "args": [str(Path(__file__).with_name("mcp_server.py"))],
-            },
+            params=stdio_params(),
             name="reports",
             client_session_timeout_seconds=60,
         )

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from watchdog._clients import ClientTimeouts, default_client_timeouts, timeouts_of
+from watchdog._stacks import _outermost_first
 
 __all__ = ["descend", "pending_tasks_behind", "probable_cause"]
 
@@ -112,13 +113,7 @@ def _coroutine_frames(task: Any) -> list[FrameType]:
 
 
 def _thread_frames(thread_id: int) -> list[FrameType]:
-    frame = sys._current_frames().get(thread_id)
-    frames: list[FrameType] = []
-    while frame is not None and len(frames) < 400:
-        frames.append(frame)
-        frame = frame.f_back
-    frames.reverse()
-    return frames
+    return _outermost_first(sys._current_frames().get(thread_id))
 
 
 def _path(frame: FrameType) -> str:

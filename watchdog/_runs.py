@@ -163,8 +163,14 @@ def guard_runs() -> None:
     global _guarded
     if _guarded:
         return
-    from agents.result import RunResultStreaming
-    from agents.run import AgentRunner
+    _guarded = True
+    try:
+        from agents.result import RunResultStreaming
+        from agents.run import AgentRunner
+    except ImportError:
+        # An SDK without these classes: runs keep the SDK's own outcome (a cancel may
+        # then surface as CancelledError); constructing a processor must never fail.
+        return
 
     run_original = AgentRunner.run
     streamed_original = AgentRunner.run_streamed
@@ -213,7 +219,6 @@ def guard_runs() -> None:
     AgentRunner.run = run  # type: ignore[method-assign]
     AgentRunner.run_streamed = run_streamed  # type: ignore[method-assign]
     RunResultStreaming.stream_events = stream_events  # type: ignore[method-assign]
-    _guarded = True
 
 
 async def _guarded_events(result: Any, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
