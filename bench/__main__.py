@@ -20,6 +20,7 @@ from typing import Final
 
 from bench import (
     detection,
+    footprint,
     ingest,
     processor_memory,
     processor_overhead,
@@ -30,6 +31,7 @@ from bench.report import Section, machine, render_console, write_document
 
 SECTIONS: Final[dict[str, Callable[[bool], Section]]] = {
     "hot_path": processor_overhead.measure,
+    "footprint": footprint.measure,
     "whole_runs": whole_runs.measure,
     "ingest": ingest.measure,
     "detection": detection.measure,

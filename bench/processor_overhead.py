@@ -5,10 +5,15 @@ noisy machine shifts all of them alike; each takes its fastest round (the least 
 and results are reported as ratios of *marginal* cost (time per span lifecycle minus the no-processor baseline).
 
 Configurations: no processor (baseline); a floor processor that only appends a tuple
-to a deque; the SDK's ``BatchTraceProcessor`` with a no-op exporter; and
-``WatchdogProcessor`` with the sidecar up (a real sidecar process), down (nothing
-listening) and slow (a loopback server that answers after 1.5 s). Each is measured
-from a plain thread and inside a running asyncio event loop.
+to a deque; a *capture floor* that appends what any processor offering stacks and
+cancel must record (on start the span with the clock, the thread id and the running
+task, on end the span with the clock); the SDK's ``BatchTraceProcessor`` with a no-op
+exporter; ``WatchdogProcessor`` with the sidecar up (a real sidecar process), down
+(nothing listening) and slow (a loopback server that answers after 1.5 s); and the
+processor as it was before its sender worked in bulk (``bench/baseline.py``), sidecar
+up. Each is measured from a plain thread and inside a running asyncio event loop. The
+sender threads' CPU time is read from their own clocks over each timed loop and the
+flush that follows it.
 
 Run: ``make bench`` (full) or ``make bench-quick``; alone: ``python -m bench.processor_overhead``.
 """
@@ -20,12 +25,15 @@ import asyncio
 import gc
 import logging
 import socket
+import statistics
 import threading
 import time
+from asyncio.events import _get_running_loop
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import get_ident
 from typing import Any, Final
 
 from agents.tracing import (
@@ -39,10 +47,11 @@ from agents.tracing import (
 from agents.tracing.processor_interface import TracingExporter
 from agents.tracing.processors import BatchTraceProcessor
 
+from bench import baseline
 from bench.report import Figure, Section, machine
-from watchdog.processor import WatchdogProcessor
+from watchdog._sidecar_process import SidecarProcess
+from watchdog.processor import WatchdogProcessor, _task_of
 from watchdog.protocol import PROTOCOL_VERSION, Reply, encode
-from watchdog.sidecar.launcher import SidecarProcess
 
 
 class NoopExporter(TracingExporter):
@@ -83,6 +92,62 @@ class FloorProcessor(TracingProcessor):
     def force_flush(self) -> None:
         """Drop what was appended, as a consumer draining the deque would."""
         self.queue.clear()
+
+
+class CaptureFloor(TracingProcessor):
+    """The least a processor offering stacks and cancel must do: on start append the
+    span with the clock, the thread id and the running task (found the cheapest way, as
+    the watchdog finds it), on end the span with the clock."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Any, ...]] = deque(maxlen=2_000)
+
+    def on_trace_start(self, trace: Trace) -> None:
+        """Append the start record."""
+        loop = _get_running_loop()
+        self.queue.append(
+            (trace, time.monotonic(), get_ident(), None if loop is None else _task_of(loop))
+        )
+
+    def on_trace_end(self, trace: Trace) -> None:
+        """Append the end record."""
+        self.queue.append((trace, time.monotonic()))
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        """Append the start record."""
+        loop = _get_running_loop()
+        self.queue.append(
+            (span, time.monotonic(), get_ident(), None if loop is None else _task_of(loop))
+        )
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        """Append the end record."""
+        self.queue.append((span, time.monotonic()))
+
+    def shutdown(self) -> None:
+        """Nothing to do."""
+
+    def force_flush(self) -> None:
+        """Drop what was appended, as a consumer draining the deque would."""
+        self.queue.clear()
+
+
+def sender_cpu(processor: TracingProcessor | None) -> float | None:
+    """CPU seconds the processor's sender thread has used so far, or None."""
+    sender = getattr(processor, "_sender", None)
+    thread = getattr(sender, "_thread", None)
+    ident = getattr(thread, "ident", None)
+    if ident is None or thread is None or not thread.is_alive():
+        return None
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except OSError:
+        return None
+
+
+def is_watchdog(processor: TracingProcessor | None) -> bool:
+    """Today's processor or the baseline's."""
+    return processor is not None and hasattr(processor, "dropped_events")
 
 
 @contextmanager
@@ -167,8 +232,8 @@ def quiesce(processors: Iterable[TracingProcessor | None]) -> None:
     """Let every processor finish the work of the previous measurement, so that its
     background thread does not steal time from the next one."""
     for processor in processors:
-        if isinstance(processor, WatchdogProcessor):
-            processor.force_flush(timeout=0.2)
+        if is_watchdog(processor):
+            processor.force_flush(timeout=0.2)  # type: ignore[union-attr, call-arg]
         elif processor is not None:
             processor.force_flush()
     gc.collect()
@@ -184,6 +249,13 @@ class Overhead:
         self.per_span: dict[tuple[str, str], list[float]] = {}
         self.percentiles: dict[str, tuple[float, float, float]] = {}
         self.dropped: dict[str, int] = {}
+        # Sender CPU ns per span lifecycle, per (context, processor) and round.
+        self.sender_ns: dict[tuple[str, str], list[float]] = {}
+
+    def sender_per_span(self, context: str, name: str) -> float | None:
+        """Median sender CPU ns per span lifecycle of ``name``, or None if not measured."""
+        rounds = self.sender_ns.get((context, name))
+        return statistics.median(rounds) if rounds else None
 
     def typical(self, context: str, name: str) -> float:
         """Ns per span lifecycle of ``name``: the fastest round, the one least disturbed
@@ -197,10 +269,14 @@ class Overhead:
 
 CONTEXTS: Final = ("thread", "loop")
 WATCHDOG_CASES: Final = ("watchdog-up", "watchdog-down", "watchdog-slow")
+BEFORE_CASE: Final = "before-up"
+# (spans per round, rounds, single calls, spans per sender-CPU run), by quick mode.
+SIZES: Final = {True: (2_000, 9, 20_000, 100_000), False: (20_000, 15, 200_000, 300_000)}
 
 
-def run(spans: int, rounds: int, calls: int) -> Overhead:
-    """Measure every configuration, interleaved round by round."""
+def run(spans: int, rounds: int, calls: int, sender_spans: int) -> Overhead:
+    """Measure every configuration, interleaved round by round; then the senders' CPU
+    over ``sender_spans`` span lifecycles per run."""
     # The down and slow cases log one warning each; keep the report readable.
     logging.getLogger("watchdog.processor").setLevel(logging.ERROR)
     result = Overhead(spans, rounds)
@@ -210,6 +286,7 @@ def run(spans: int, rounds: int, calls: int) -> Overhead:
         processors: dict[str, TracingProcessor | None] = {
             "none": None,
             "floor": FloorProcessor(),
+            "capture": CaptureFloor(),
             # A queue large enough that it never drops: we measure cost, not overflow.
             "sdk-batch": BatchTraceProcessor(
                 NoopExporter(), max_queue_size=1_000_000, schedule_delay=0.25
@@ -218,6 +295,9 @@ def run(spans: int, rounds: int, calls: int) -> Overhead:
             "watchdog-down": WatchdogProcessor(closed_port_url(), service="bench"),
             "watchdog-slow": WatchdogProcessor(slow_url, service="bench", request_timeout=2.0),
         }
+        before = baseline.load()
+        if before is not None:
+            processors[BEFORE_CASE] = before.WatchdogProcessor(sidecar.url, service="bench-before")
         contexts: dict[str, Callable[[int], float]] = {
             "thread": spans_in_thread,
             "loop": spans_in_loop,
@@ -235,6 +315,24 @@ def run(spans: int, rounds: int, calls: int) -> Overhead:
                     set_trace_processors([processor] if processor else [])
                     seconds = timed(spans)
                     result.per_span.setdefault((context, name), []).append(seconds / spans * 1e9)
+        # The sender threads' CPU, over runs long enough (tens of collections) that
+        # what a send costs whatever it carries is spread as it is in a running app.
+        for _ in range(3):
+            for context, timed in contexts.items():
+                for name in ("watchdog-up", BEFORE_CASE):
+                    processor = processors.get(name)
+                    if processor is None:
+                        continue
+                    quiesce([previous, processor])
+                    previous = processor
+                    set_trace_processors([processor])
+                    cpu = sender_cpu(processor)
+                    timed(sender_spans)
+                    quiesce([processor])  # their delivery included
+                    after = sender_cpu(processor)
+                    if cpu is not None and after is not None:
+                        ns = (after - cpu) / sender_spans * 1e9
+                        result.sender_ns.setdefault((context, name), []).append(ns)
         set_trace_processors([])
         result.percentiles = {
             name: hot_path_percentiles(processor, calls)
@@ -242,13 +340,14 @@ def run(spans: int, rounds: int, calls: int) -> Overhead:
             if processor is not None
         }
         result.dropped = {
-            name: p.dropped_events
+            name: p.dropped_events  # type: ignore[union-attr]
             for name, p in processors.items()
-            if isinstance(p, WatchdogProcessor)
+            if is_watchdog(p)
         }
         for processor in processors.values():
-            if isinstance(processor, WatchdogProcessor):
-                processor.shutdown(timeout=0.5)  # the slow one would wait out its requests
+            if is_watchdog(processor):
+                # The slow one would wait out its requests.
+                processor.shutdown(timeout=0.5)  # type: ignore[union-attr, call-arg]
             elif processor is not None:
                 processor.shutdown()
     return result
@@ -268,22 +367,32 @@ each `on_span_start` / `on_span_end` call on its own (timer cost included)."""
 
 def measure(quick: bool) -> Section:
     """The hot-path section: ratios per case against their targets, and percentiles."""
-    spans, rounds, calls = (2_000, 9, 20_000) if quick else (20_000, 15, 200_000)
-    result = run(spans, rounds, calls)
+    spans, rounds, calls, sender_spans = SIZES[quick]
+    result = run(spans, rounds, calls, sender_spans)
     section = Section("hot_path", "Hot path: what the app pays per span", METHOD)
     for context in CONTEXTS:
         base = result.typical(context, "none")
         batch = result.marginal(context, "sdk-batch")
         floor = result.marginal(context, "floor")
+        capture = result.marginal(context, "capture")
         for name in WATCHDOG_CASES:
             own = result.marginal(context, name)
             case = name.removeprefix("watchdog-")
             section.add(
                 Figure(
+                    f"{context}, sidecar {case}: x capture floor",
+                    own / capture,
+                    "x",
+                    1.3,
+                    context=f"{own:,.0f} ns vs {capture:,.0f} ns marginal",
+                )
+            )
+            section.add(
+                Figure(
                     f"{context}, sidecar {case}: x SDK BatchTraceProcessor",
                     own / batch,
                     "x",
-                    0.25,
+                    0.35,
                     context=f"{own:,.0f} ns vs {batch:,.0f} ns marginal; baseline {base:,.0f} ns",
                 )
             )
@@ -292,8 +401,41 @@ def measure(quick: bool) -> Section:
                     f"{context}, sidecar {case}: x deque-append floor",
                     own / floor,
                     "x",
-                    1.3,
-                    context=f"{own:,.0f} ns vs {floor:,.0f} ns marginal",
+                    context=f"{own:,.0f} ns vs {floor:,.0f} ns marginal (for comparison)",
+                )
+            )
+        section.add(
+            Figure(
+                f"{context}: capture floor x SDK BatchTraceProcessor",
+                capture / batch,
+                "x",
+                context=f"{capture:,.0f} ns vs {batch:,.0f} ns marginal (for comparison)",
+            )
+        )
+        if (context, BEFORE_CASE) in result.per_span:
+            before = result.marginal(context, BEFORE_CASE)
+            own = result.marginal(context, "watchdog-up")
+            section.add(
+                Figure(
+                    f"{context}, sidecar up: after / before",
+                    own / before,
+                    "x",
+                    context=f"{own:,.0f} ns after vs {before:,.0f} ns before "
+                    f"(the processor at {baseline.BEFORE}), marginal",
+                )
+            )
+        now_cpu = result.sender_per_span(context, "watchdog-up")
+        then_cpu = result.sender_per_span(context, BEFORE_CASE)
+        if now_cpu is not None and then_cpu:
+            section.add(
+                Figure(
+                    f"{context}: sender CPU per short span, after / before",
+                    now_cpu / then_cpu,
+                    "x",
+                    0.1,
+                    context=f"{now_cpu:,.1f} ns vs {then_cpu:,.0f} ns of the sender thread's CPU "
+                    f"per span lifecycle, medians of 3 runs of {sender_spans:,} spans",
+                    digits=3,
                 )
             )
     for name in WATCHDOG_CASES:
@@ -303,11 +445,13 @@ def measure(quick: bool) -> Section:
                 f"single call p99.9, sidecar {name.removeprefix('watchdog-')}",
                 p999 / 1000,
                 "us",
-                50.0,
+                20.0,
                 context=f"p50 {p50:,.0f} ns, p99 {p99:,.0f} ns",
             )
         )
-    for name in ("floor", "sdk-batch"):
+    for name in ("floor", "capture", "sdk-batch", BEFORE_CASE):
+        if name not in result.percentiles:
+            continue
         p50, p99, p999 = result.percentiles[name]
         section.add(
             Figure(
@@ -318,7 +462,8 @@ def measure(quick: bool) -> Section:
             )
         )
     section.notes.append(
-        f"{spans:,} spans x {rounds} rounds per case, {calls:,} single calls; "
+        f"{spans:,} spans x {rounds} rounds per case, {calls:,} single calls, "
+        f"{sender_spans:,} spans per sender-CPU run; "
         f"events dropped by the watchdog processors: {result.dropped}"
     )
     return section
@@ -332,9 +477,18 @@ def print_details(result: Overhead) -> None:
         print(f"\n[{context}] baseline (no processor): {base:,.0f} ns per span")
         print(f"  {'processor':<15}{'marginal ns':>12}{'x sdk-batch':>13}{'x floor':>10}")
         batch, floor = result.marginal(context, "sdk-batch"), result.marginal(context, "floor")
-        for name in ("floor", "sdk-batch", *WATCHDOG_CASES):
+        capture = result.marginal(context, "capture")
+        print(f"  {'':<15}{'':>12}{'':>13}{'':>10}{'x capture':>11}{'sender ns':>11}")
+        for name in ("floor", "capture", "sdk-batch", *WATCHDOG_CASES, BEFORE_CASE):
+            if (context, name) not in result.per_span:
+                continue
             own = result.marginal(context, name)
-            print(f"  {name:<15}{own:>12,.0f}{own / batch:>13.2f}{own / floor:>10.2f}")
+            cpu = result.sender_per_span(context, name)
+            shown = "" if cpu is None else f"{cpu:,.1f}"
+            print(
+                f"  {name:<15}{own:>12,.0f}{own / batch:>13.2f}{own / floor:>10.2f}"
+                f"{own / capture:>11.2f}{shown:>11}"
+            )
     print("\nsingle hot-path calls (on_span_start and on_span_end), ns incl. ~timer cost:")
     print(f"  {'processor':<15}{'p50':>8}{'p99':>8}{'p99.9':>9}")
     for name, (p50, p99, p999) in result.percentiles.items():
@@ -347,9 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
-    spans, rounds, calls = (2_000, 9, 20_000) if args.quick else (20_000, 15, 200_000)
     print(f"machine: {machine()}")
-    print_details(run(spans, rounds, calls))
+    print_details(run(*SIZES[args.quick]))
     return 0
 
 

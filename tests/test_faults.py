@@ -32,12 +32,12 @@ from agents.tracing import Span, Trace
 
 import watchdog._sender
 from tests.conftest import REPO, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.proxy import FaultProxy
 from tests.recorder import Recorder
 from tests.wire_process import WireProcess, start
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import SpanEnd, SpanStart
-from watchdog.sidecar.launcher import SidecarProcess
 
 pytestmark = pytest.mark.slow
 
@@ -193,8 +193,10 @@ def test_sidecar_and_network_faults_under_load(sidecar: SidecarProcess, watch: W
             assert sidecar.pid is not None
             os.kill(sidecar.pid, signal.SIGSTOP)
             try:
-                # Past the buffers: the app keeps running, its queue overflows.
-                wait_until(lambda: processor.dropped_events > 0, within=15)
+                # Past the buffers: the app keeps running, its backlog overflows.
+                busy = processor._sender
+                assert busy is not None
+                wait_until(lambda: processor.dropped_events + busy._lost > 0, within=15)
             finally:
                 os.kill(sidecar.pid, signal.SIGCONT)
         # The load is over; what is open now stays open.

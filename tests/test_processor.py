@@ -163,14 +163,14 @@ def test_slow_sidecar_overflowing_the_queue_loses_no_open_span(
 ) -> None:
     processor = watch(recorder.url, max_queue=50, request_timeout=30)
     with trace("wf"):
-        processor.force_flush()
+        spans = [custom_span(f"s{i}") for i in range(200)]
+        for span in spans:
+            span.start()
+        processor.force_flush()  # announced: the app records their ends for the sender
         recorder.answering.clear()  # the sidecar stops answering: the sender waits
         waiting = recorder.waiting
         with custom_span("first"):
             wait_until(lambda: recorder.waiting > waiting)
-            spans = [custom_span(f"s{i}") for i in range(200)]
-            for span in spans:
-                span.start()
             for span in spans[:100]:
                 span.finish()
             assert processor.dropped_events > 0  # the queue overflowed
@@ -216,8 +216,12 @@ def test_hot_path_never_raises_and_survives_garbage(recorder: Recorder, watch: W
 def test_queue_is_bounded_and_drops_are_reported(recorder: Recorder) -> None:
     processor = WatchdogProcessor(recorder.url, max_queue=10)
     processor._started = True  # hold the sender back so the queue fills up
-    for _ in range(100):
-        processor.on_span_start(object())  # type: ignore[arg-type]
+    spans = [object() for _ in range(100)]
+    for span in spans:
+        processor.on_span_start(span)  # type: ignore[arg-type]
+        processor._announced[span] = 0.0  # as the sender does once the sidecar knows it
+    for span in spans:
+        processor.on_span_end(span)  # type: ignore[arg-type]
     assert len(processor._queue) == 10
     assert processor.dropped_events == 90
     processor._started = False

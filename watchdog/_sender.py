@@ -1,54 +1,59 @@
-"""The processor's background thread: batches, heartbeats, open-span state and resync.
+"""The processor's background thread: open-span state to the sidecar, in bulk.
 
-The app's threads only append to a deque (see ``processor.py``). This thread owns
-everything else: it turns raw SDK objects into wire events (reading only ids, kinds
-and names), keeps the set of spans this process has open, and talks to the sidecar.
+The app's threads keep the state (see ``processor.py``): the exact set of open spans
+(one dict store and one pop per span, atomic under the GIL), the ends of spans the
+sidecar was told about, a few of the spans that came and went, and the parents those
+ran under. This thread never replays the app's events one by one. Once per
+``flush_interval`` it *collects*: a set difference in C between the open spans and
+those already announced gives the spans to announce; the ends the app recorded for
+announced spans give their end events; the rest of what started and ended meanwhile
+was never news to anyone. So its cost grows with the spans that stay open across a
+send, not with the spans that come and go.
 
 Delivery rules:
-- Pending events leave at most ``flush_interval`` after the first of them arrived,
-  or at once when a full batch is waiting; an idle process sends one heartbeat per
-  ``heartbeat_interval``.
+- A span open at a collection is announced (a start event) in the send that follows
+  at once; its end is sent with the time the app recorded. Collections run every
+  ``flush_interval``; an idle process sends one heartbeat per ``heartbeat_interval``.
 - After any failed send, or when the sidecar's id changes (it restarted), or when the
-  sidecar asks, the next batch carries a *resync*: every span open right now. The
-  sidecar treats it as the truth, so events lost in an outage can neither leave a
-  phantom span nor hide a real one.
-- A span that begins and ends between two sends is *short*: nothing about it needs
-  watching, so it is not turned into wire events one by one. Up to ``SHORT_SAMPLE``
-  short spans per send (a uniform sample when there are more) still go out in full, for
-  durations and learned thresholds; the rest are counted (``summarised`` in the
-  heartbeat), and the spans they ran under are reported as active, so their containers
-  never look idle. At ordinary rates every span is sent; under a flood of tiny spans
-  this thread's cost per span stays a few dict operations.
-- The set of open spans is kept by the app's threads themselves (one dict store and
-  one pop per span, atomic under the GIL), not rebuilt here from the queue: so when
-  events are dropped — queue full while this thread waited on a slow sidecar, or the
-  pending cap hit during an outage — the next resync is still exact. Drops are
-  counted, reported in the heartbeat, and trigger that resync.
+  sidecar asks, the next batch carries a *resync*: every span open right now, from the
+  app threads' own record. The sidecar treats it as the truth, so events lost in an
+  outage can neither leave a phantom span nor hide a real one.
+- A span that begins and ends between two collections is *short*. The app keeps the
+  last ``SHORT_SAMPLE`` of them in a ring (a bounded deque): those are sent in full,
+  start and end, for durations and learned thresholds; the rest are counted
+  (``summarised`` in the heartbeat). Whenever at most ``SHORT_SAMPLE`` short spans end
+  between two collections (256 a second at the default interval), every one is sent.
+  Beyond that the sample is the last ``SHORT_SAMPLE`` to end in each interval: its
+  durations are those of the spans that ended in the interval's tail, which differ from
+  the whole interval's only if the mix of spans changes within one interval.
+- The parent of every short span (its span, or its trace) is recorded by the app, so a
+  container whose children churn is reported active and never looks idle. The set is
+  capped (``MAX_ACTIVE`` ids per interval); past the cap every announced span is
+  reported active for that interval — never a false alarm, at worst an idle container
+  noticed one interval late.
 """
 
 from __future__ import annotations
 
+import http.client
 import importlib.metadata
 import logging
 import os
-import random
 import socket
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-import httpx
 import msgspec
-import psutil
-from agents.tracing import Span
 
 from watchdog._clients import default_client_timeouts
 from watchdog._control import LoopProbes, execute
+from watchdog._describe import OpenInfo, describe_start, failed, parent_of, span_id_of
+from watchdog._transport import Transport
 from watchdog.protocol import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
@@ -70,14 +75,41 @@ from watchdog.protocol import (
 # The hot path reads the same clock (``from time import monotonic`` in processor.py).
 _monotonic: Final = time.monotonic
 
-START: Final = "start"
-END: Final = "end"
-# Short spans sent in full per send; beyond this they are sampled (see the docstring).
+# Short spans the app keeps per collection, sent in full (see the module docstring).
 SHORT_SAMPLE: Final = 64
-# Bound on the spans reported active per batch (kept across an outage until delivered).
+# Bound on the parents of short spans the app records per collection, and on the
+# active ids kept for delivery across an outage.
 MAX_ACTIVE: Final = 100_000
 
 logger = logging.getLogger("watchdog.processor")
+THREAD_NAME: Final = "agents-watchdog-sender"
+
+
+class Record(Protocol):
+    """What the app's threads keep for the sender (``WatchdogProcessor`` is one).
+
+    Written by the app's threads with single atomic operations, read and emptied here.
+    """
+
+    # span -> (start time, thread id, task): every span open right now.
+    _open: dict[Any, OpenInfo]
+    # span -> when it was announced: the app records the end of these in ``_queue``.
+    _announced: dict[Any, float]
+    _queue: deque[tuple[Any, float]]
+    # (span, its start record, end time) of the last short spans to end.
+    _short: deque[tuple[Any, OpenInfo, float]]
+    # Ids of the spans (or traces) that short spans ran under; swapped out here.
+    _active: set[str]
+    _max_active: int
+    _dropped: int
+
+    def _short_ended(self) -> int:
+        """Counts one short span; returns the count before (``itertools.count``)."""
+        ...
+
+    def _blind(self) -> tuple[str | None, str | None]:
+        """(the setting that hides runs, what to report now), see ``processor.py``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -97,7 +129,7 @@ class SenderSettings:
     @property
     def max_pending(self) -> int:
         """Events kept for delivery while the sidecar is unreachable: at least a whole
-        queue, so that draining a burst never drops what the queue accepted."""
+        queue, so that one collection never drops what the app recorded."""
         return max(10 * self.max_batch, self.max_queue)
 
 
@@ -132,86 +164,8 @@ def _client_timeouts() -> ClientTimeoutsInfo | None:
         return None
 
 
-def _span_name(data: Any) -> str:
-    """The human name of a span: agent, tool, guardrail or workflow — never its input."""
-    kind = data.type
-    if kind == "turn":
-        name = data.agent_name
-    elif kind == "handoff":
-        name = f"{data.from_agent or '?'} -> {data.to_agent or '?'}"
-    elif kind == "mcp_tools":
-        name = data.server
-    elif kind in ("generation", "transcription", "speech"):
-        name = data.model
-    else:
-        name = getattr(data, "name", None)
-    return str(name)[:MAX_NAME_LENGTH] if name else ""
-
-
-_IS_SPAN: dict[type, bool] = {}
-
-
-def _is_span(obj: Any) -> bool:
-    # isinstance against the SDK's abstract base class is slow (ABC machinery); the
-    # concrete types are few, so remember the answer per type.
-    kind = type(obj)
-    answer = _IS_SPAN.get(kind)
-    if answer is None:
-        answer = _IS_SPAN[kind] = isinstance(obj, Span)
-    return answer
-
-
-OpenInfo = tuple[float, int, Any]
-"""What the hot path records when a span starts: (monotonic time, thread id, task)."""
-
-
-def describe_start(obj: Any, info: OpenInfo) -> SpanStart:
-    """Turn an SDK ``Span`` or ``Trace`` that started into a wire event."""
-    started, thread_id, task = info
-    task_id = id(task) if task is not None else None
-    if _is_span(obj):
-        data = obj.span_data
-        return SpanStart(
-            span_id=obj.span_id[:MAX_ID_LENGTH],
-            trace_id=obj.trace_id[:MAX_ID_LENGTH],
-            parent_id=obj.parent_id[:MAX_ID_LENGTH] if obj.parent_id else None,
-            kind=str(data.type)[:64],
-            name=_span_name(data),
-            started=started,
-            thread_id=thread_id,
-            task_id=task_id,
-        )
-    trace_id = obj.trace_id[:MAX_ID_LENGTH]
-    return SpanStart(
-        span_id=trace_id,
-        trace_id=trace_id,
-        parent_id=None,
-        kind="trace",
-        name=str(obj.name or "")[:MAX_NAME_LENGTH],
-        started=started,
-        thread_id=thread_id,
-        task_id=task_id,
-    )
-
-
 def _event_time(event: Event) -> float:
     return event.started if isinstance(event, SpanStart) else event.ended
-
-
-def _parent_of(obj: Any) -> str | None:
-    """The id of the span or trace a span runs under (None for a trace)."""
-    if not _is_span(obj):
-        return None
-    return str(obj.parent_id or obj.trace_id)[:MAX_ID_LENGTH]
-
-
-def _span_id_of(obj: Any) -> str:
-    key = obj.span_id if _is_span(obj) else obj.trace_id
-    return str(key)[:MAX_ID_LENGTH]
-
-
-def _never_blind() -> tuple[str | None, str | None]:
-    return None, None
 
 
 _warned: set[str] = set()
@@ -226,55 +180,36 @@ def warn_blind(reason: str) -> None:
     logger.warning("agents-watchdog cannot watch this process's agent runs: %s", reason)
 
 
-class _QuietSenderRequests(logging.Filter):
-    """Keeps httpx's per-request INFO lines out of the app's log for the sender's own
-    requests (one a second); the app's other httpx traffic logs as it did."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return threading.current_thread().name != THREAD_NAME
-
-
-THREAD_NAME: Final = "agents-watchdog-sender"
-_QUIET = _QuietSenderRequests()
+def _skipped() -> None:
+    # A span object that cannot be read is skipped, never fatal.
+    logger.debug("[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True)
 
 
 class Sender:
     """Owns the connection to the sidecar for one processor in one process."""
 
-    def __init__(
-        self,
-        settings: SenderSettings,
-        queue: deque[tuple[Any, ...]],
-        open_spans: dict[Any, OpenInfo],
-        dropped: Callable[[], int],
-        blind: Callable[[], tuple[str | None, str | None]] | None = None,
-    ) -> None:
+    def __init__(self, settings: SenderSettings, record: Record) -> None:
         self.settings = settings
-        # (the setting that hides runs, what to report now): see WatchdogProcessor.
-        self._blind = blind or _never_blind
         self.max_batch = settings.max_batch
-        # Read lock-free by the app's threads: True while the sender sleeps with
-        # nothing pending, so the first new event wakes it (one Event.set per window).
-        self.armed = False
-        # Set when woken, cleared when the thread goes back to sleep: while set, a
-        # growing queue does not make every span call wake() again.
-        self.woken = False
-        self._queue = queue
-        self._dropped = dropped
+        self._record = record
         self._event = threading.Event()
-        # Owned by the app's threads (see the module docstring); read by atomic copy.
-        self._open = open_spans
-        self._dropped_seen = 0
         self._pending: list[Event] = []
-        # Started since the last send and not sent yet; short ones (ended too) sampled.
-        self._fresh: dict[Any, OpenInfo] = {}
-        self._short: list[tuple[Any, OpenInfo, float]] = []
+        # Announced spans that were described: their wire ids, for their end events.
+        self._ids: dict[Any, str] = {}
+        # Announced spans gone from the open record with no end recorded yet: when
+        # first seen so. An end still on its way arrives within a collection.
+        self._unended: dict[Any, float] = {}
+        # The parents' set swapped out at the last collection, and its size then: an
+        # app thread that read it just before the swap may still add to it.
+        self._retired: set[str] = set()
+        self._retired_size = 0
+        self._active: set[str] = set()
+        # Short spans counted by the app, read through its counter (whose every read
+        # counts one too), and those sent in full.
+        self._count_reads = 0
+        self._short_sent = 0
         self._short_seen = 0
         self._summarised = 0
-        # Spans the last resync told the sidecar about: whenever they end, the end is
-        # news, even for those started too recently to have been sent as started.
-        self._resynced: set[Any] = set()
-        self._active: set[str] = set()
         # Leaks found and not yet delivered; candidates seen by the last check.
         self._leaked: list[str] = []
         self._leak_candidates: set[Any] = set()
@@ -282,6 +217,7 @@ class Sender:
         self._results: list[CommandResult] = []
         self._probes = LoopProbes()
         self._lost = 0
+        self._dropped_seen = 0
         self._seq = 0
         self._need_resync = True
         self._resync_now = False
@@ -297,12 +233,11 @@ class Sender:
         self._waiting: list[threading.Event] = []
         self._process: ProcessInfo | None = None
         self._stop_deadline = float("inf")
-        self._endpoint = f"{settings.url}/v1/events"
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-        # Set once the thread has made its first exchange, and with it the imports the
-        # HTTP client makes lazily (httpcore, h11, certifi, ...). A fork while it imports
-        # would leave the child an import lock held by a thread the child does not have:
-        # the child's own sender would wait on it forever. See processor.py.
+        # Set once the thread has made its first exchange, and with it any import made
+        # lazily on the way (ssl for https, the codecs of an error message). A fork
+        # while it imports would leave the child an import lock held by a thread the
+        # child does not have. See processor.py.
         self.warm = threading.Event()
 
     # -- called from the app's threads ----------------------------------------------
@@ -312,11 +247,7 @@ class Sender:
         self._thread.start()
 
     def wake(self) -> None:
-        """Wake the thread now. The app's threads call this at most once per wake-up
-        (they check ``armed`` and ``woken`` first), so the Event's short internal lock
-        is taken rarely, never per span."""
-        self.armed = False
-        self.woken = True
+        """Wake the thread now (a flush or a stop; the hot path never calls this)."""
         self._event.set()
 
     def flush(self, timeout: float) -> bool:
@@ -338,9 +269,6 @@ class Sender:
     # -- the thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        httpx_logger = logging.getLogger("httpx")
-        if _QUIET not in httpx_logger.filters:
-            httpx_logger.addFilter(_QUIET)
         try:
             while not self._watch():
                 pass
@@ -356,11 +284,11 @@ class Sender:
         library patched for a moment — ends only this stretch, never the watching: it
         is counted (``sender_errors`` in the heartbeat), logged once per streak, and
         the next stretch starts with a resync, so nothing that was open is lost."""
+        transport = Transport(self.settings.url, self.settings.token)
         try:
             if self._process is None:
                 self._process = self._identity()
-            with self._client() as client:
-                self._loop(client)
+            self._loop(transport)
             return True
         except BaseException as exc:  # supervised: see the docstring
             if self._stopping:
@@ -381,28 +309,14 @@ class Sender:
             self._event.clear()
             self._event.wait(min(self.settings.heartbeat_interval, 0.05 * 2**self._error_streak))
             return False
-
-    def _client(self) -> httpx.Client:
-        headers = {"content-type": "application/json"}
-        if self.settings.token:
-            headers["authorization"] = f"Bearer {self.settings.token}"
-        url = self.settings.url
-        transport = None
-        if url.startswith("unix://"):
-            # unix:///run/agents-watchdog.sock: HTTP over the sidecar's Unix socket.
-            transport = httpx.HTTPTransport(uds=url.removeprefix("unix://"))
-            url = "http://agents-watchdog"
-        self._endpoint = f"{url}/v1/events"
-        # trust_env=False: the sidecar is local; a proxy from the environment would
-        # only add a way to fail.
-        return httpx.Client(
-            headers=headers,
-            timeout=self.settings.request_timeout,
-            trust_env=False,
-            transport=transport,
-        )
+        finally:
+            transport.close()
 
     def _identity(self) -> ProcessInfo:
+        # Imported here, on this thread: an app pays for psutil only once it is watched,
+        # and never on its own threads.
+        import psutil
+
         pid = os.getpid()
         try:
             create_time = psutil.Process(pid).create_time()
@@ -420,18 +334,19 @@ class Sender:
             client_timeouts=_client_timeouts(),
         )
 
-    def _loop(self, client: httpx.Client) -> None:
+    def _loop(self, transport: Transport) -> None:
         settings = self.settings
-        next_heartbeat = _monotonic()  # the first exchange registers the process
-        flush_due: float | None = None
+        now = _monotonic()
+        next_heartbeat = now  # the first exchange registers the process
+        next_flush = now
         backing_off = False
         while True:
+            # Cleared before looking: a wake from here on ends the wait below at once.
+            self._event.clear()
             self._waiting += self._take_waiters()
             waiters = self._waiting
-            self._drain()
+            self._collect()
             now = _monotonic()
-            if (self._pending or self._fresh or self._short) and flush_due is None:
-                flush_due = now + settings.flush_interval
             stopping = self._stopping
             if (
                 stopping
@@ -439,14 +354,10 @@ class Sender:
                 or now >= next_heartbeat
                 or (
                     not backing_off
-                    and (
-                        self._resync_now
-                        or (flush_due is not None and now >= flush_due)
-                        or len(self._pending) + len(self._fresh) >= self.max_batch
-                    )
+                    and (self._resync_now or (bool(self._pending) and now >= next_flush))
                 )
             ):
-                ok = self._send_all(client, goodbye=stopping)
+                ok = self._send_all(transport, goodbye=stopping)
                 self.warm.set()
                 self._waiting = []
                 self._release_waiters(waiters)
@@ -454,22 +365,16 @@ class Sender:
                     return
                 now = _monotonic()
                 next_heartbeat = now + settings.heartbeat_interval
+                next_flush = now + settings.flush_interval
                 # After a failure, nothing but the next heartbeat (or an explicit flush)
                 # tries again: a sidecar that is down must not be hammered, and a full
                 # batch that cannot leave must not spin this thread.
                 backing_off = not ok
-                flush_due = None if ok else next_heartbeat
                 continue
-            self._event.clear()
-            self.woken = False
-            wake_at = next_heartbeat if flush_due is None else min(next_heartbeat, flush_due)
-            # Armed only when nothing is pending: while collecting a batch, only a
-            # full batch (checked by the app's threads) cuts the window short.
-            self.armed = flush_due is None
-            if self.armed and self._queue:
-                continue
+            # Collections go on every interval, sent or not: the app's buffers stay
+            # small whatever the sidecar does.
+            wake_at = min(next_heartbeat, now + settings.flush_interval)
             self._event.wait(max(0.0, wake_at - now))
-            self.armed = False
 
     def _take_waiters(self) -> list[threading.Event]:
         with self._flush_lock:
@@ -481,43 +386,35 @@ class Sender:
         for waiter in waiters:
             waiter.set()
 
-    def _drain(self) -> None:
-        queue, pending, fresh, short = self._queue, self._pending, self._fresh, self._short
-        popleft, active = queue.popleft, self._active
-        while True:
-            try:
-                item = popleft()
-            except IndexError:
-                break
-            if item[0] is START:
-                fresh[item[1]] = item[2]
-                continue
-            obj = item[1]
-            info = fresh.pop(obj, None)
-            try:
-                if info is None or obj in self._resynced:  # sent as started: its end is news
-                    self._resynced.discard(obj)
-                    error = getattr(obj, "error", None) is not None
-                    pending.append(SpanEnd(_span_id_of(obj), item[2], error))
-                    continue
-                # Short: note where it ran, and keep it if the sample takes it.
-                under = getattr(obj, "parent_id", None) or obj.trace_id
-                if under != getattr(obj, "span_id", None) and len(active) < MAX_ACTIVE:
-                    active.add(under)
-            except Exception:
-                # A span object we cannot read is skipped, never fatal.
-                logger.debug(
-                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
-                )
-                continue
-            self._short_seen += 1
-            if len(short) < SHORT_SAMPLE:
-                short.append((obj, info, item[2]))
-            else:
-                # Reservoir sampling: each short span of this window is equally likely kept.
-                slot = int(random.random() * self._short_seen)
-                if slot < SHORT_SAMPLE:
-                    short[slot] = (obj, info, item[2])
+    # -- collecting the app's record ----------------------------------------------------
+
+    def _collect(self) -> None:
+        """Turn what changed in the app's record since the last collection into events:
+        starts of spans open now and not yet announced, ends of announced spans, the
+        short spans the app kept, and the parents of short spans (activity)."""
+        record = self._record
+        pending = self._pending
+        before = len(pending)
+        announced = record._announced
+        # dict.copy() runs in C without releasing the GIL: a consistent view of what is
+        # open, with each span's start record, even while the app's threads go on.
+        opened = record._open.copy()
+        fresh = opened.keys() - announced.keys()
+        if fresh:
+            now = _monotonic()
+            # From here on the app records the ends of these spans for this thread.
+            announced.update(dict.fromkeys(fresh, now))
+            self._announce(fresh, opened)
+        self._take_ends(record._queue)
+        self._take_short(record._short)
+        self._take_activity(record)
+        self._ends_never_recorded(record)
+        dropped = record._dropped
+        if dropped != self._dropped_seen:
+            # Ends (or starts, past the open-span cap) the app could not record: only a
+            # resync can make up for them.
+            self._dropped_seen = dropped
+            self._need_resync = True
         excess = len(pending) - self.settings.max_pending
         if excess > 0:
             # The resync that follows restores the open set exactly; what is lost here
@@ -525,66 +422,133 @@ class Sender:
             del pending[:excess]
             self._lost += excess
             self._need_resync = True
-        dropped = self._dropped()
-        if dropped != self._dropped_seen:
-            # These events never reached the queue: only a resync can make up for them.
-            self._dropped_seen = dropped
-            self._need_resync = True
+        if len(pending) > before + 1:
+            # Order matters when ids repeat (apps choose trace ids, retries reuse them):
+            # a span that started and ended, then another with its id that is still
+            # open, must reach the sidecar as start, end, start. Only this collection's
+            # events need it: a backlog kept through an outage is in order already.
+            pending[before:] = sorted(pending[before:], key=_event_time)
 
-    def _settle(self) -> None:
-        """Before a send: spans still open since the last one become start events, and
-        the sampled short ones start and end events — all in the order they happened.
-
-        Order matters when ids repeat (apps choose trace ids, retries reuse them): a
-        span that started and ended, then another with its id that is still open, must
-        reach the sidecar as start, end, start — or the new one is never watched."""
-        pending, probes = self._pending, self._probes
-        settled = len(pending)
-        # Short spans first: at equal timestamps an earlier span's end then precedes a
-        # later span's start, and the sort below is stable.
-        for obj, info, ended in self._short:
+    def _announce(self, spans: set[Any], opened: dict[Any, OpenInfo]) -> None:
+        pending, ids, probes = self._pending, self._ids, self._probes
+        for obj in spans:
+            info = opened[obj]
             try:
                 start = describe_start(obj, info)
-                error = getattr(obj, "error", None) is not None
-                pending += (start, SpanEnd(start.span_id, ended, error))
-                if info[2] is not None:
-                    probes.saw(info[2], info[1])
             except Exception:
-                logger.debug(
-                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
-                )
-        for obj, info in self._fresh.items():
+                _skipped()  # stays announced, never described: its end is not news
+                continue
+            ids[obj] = start.span_id
+            pending.append(start)
+            if info[2] is not None:
+                probes.saw(info[2], info[1])
+
+    def _end(self, obj: Any, ended: float) -> None:
+        """An announced span ended at ``ended``: its end event, once."""
+        if self._record._announced.pop(obj, None) is None:
+            return  # ended already, or handed over as a leak
+        self._unended.pop(obj, None)
+        span_id = self._ids.pop(obj, None)
+        if span_id is not None:
+            self._pending.append(SpanEnd(span_id, ended, failed(obj)))
+
+    def _take_ends(self, queue: deque[tuple[Any, float]]) -> None:
+        popleft = queue.popleft
+        # len() first: the app's threads append meanwhile, and what they add now is
+        # taken at the next collection.
+        for _ in range(len(queue)):
+            obj, ended = popleft()
+            self._end(obj, ended)
+
+    def _take_short(self, short: deque[tuple[Any, OpenInfo, float]]) -> None:
+        announced, pending, probes = self._record._announced, self._pending, self._probes
+        popleft = short.popleft
+        for _ in range(len(short)):
+            obj, info, ended = popleft()
+            self._short_seen += 1
+            if obj in announced:
+                # It ended while this thread announced it: the app took it for short.
+                self._end(obj, ended)
+                self._short_sent += 1
+                continue
             try:
-                pending.append(describe_start(obj, info))
-                if info[2] is not None:
-                    probes.saw(info[2], info[1])
+                start = describe_start(obj, info)
+                pending += (start, SpanEnd(start.span_id, ended, failed(obj)))
             except Exception:
-                logger.debug(
-                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
-                )
-        self._fresh.clear()
-        self._summarised += self._short_seen - len(self._short)
-        self._short.clear()
-        self._short_seen = 0
-        if len(pending) > settled:
-            # Ends of spans sent earlier were queued as they came; the events settled
-            # here interleave with them. Timsort on runs already in order is linear.
-            pending.sort(key=_event_time)
+                _skipped()
+                continue
+            self._short_sent += 1
+            if info[2] is not None:
+                probes.saw(info[2], info[1])
+
+    def _take_activity(self, record: Record) -> None:
+        """Report the announced spans that short spans ran under as active."""
+        current = record._active
+        record._active = set()
+        marks = current
+        if len(self._retired) != self._retired_size:
+            # Parents added by app threads that read the set just before the last swap.
+            marks = current | self._retired
+        self._retired, self._retired_size = current, len(current)
+        if not marks:
+            return
+        announced = set(self._ids.values())
+        # Past the cap, too many to tell apart in this interval: every announced span
+        # counts as active, so no container is taken for idle (it is judged a step later).
+        found = announced if len(current) >= record._max_active else marks & announced
+        room = MAX_ACTIVE - len(self._active)
+        if room > 0:
+            self._active |= found if len(found) <= room else set(list(found)[:room])
+
+    def _ends_never_recorded(self, record: Record) -> None:
+        """Announced spans gone from the open record whose end the app did not record.
+
+        The app records an end right after removing the span from its record, so one
+        collection later it has arrived — unless it was lost (the queue was full: a
+        drop, counted, followed by a resync). Such a span ends at the time it was first
+        seen gone: at most one ``flush_interval`` late."""
+        gone = record._announced.keys() - record._open.keys()
+        if not gone and not self._unended:
+            return
+        now = _monotonic()
+        unended = self._unended
+        for obj in gone:
+            first_seen = unended.get(obj)
+            if first_seen is None:
+                unended[obj] = now
+            else:
+                self._end(obj, first_seen)
+        for obj in [obj for obj in unended if obj not in gone]:
+            del unended[obj]  # back in the record (a key reused by an app), or ended
+
+    def short_summarised(self) -> int:
+        """Short spans the app counted and this thread did not send in full: a running
+        count that never goes back (the sidecar adds its increments up). Exact once the
+        app is quiet; while it runs, a span counted but not yet taken (or taken but not
+        yet counted) moves a unit between this report and the next."""
+        counted = self._record._short_ended() - self._count_reads
+        self._count_reads += 1
+        self._summarised = max(self._summarised, counted - self._short_sent)
+        return self._summarised
 
     def _snapshot(self) -> list[SpanStart]:
-        """Every span open right now, from the app threads' own record."""
-        # dict.copy() runs in C without releasing the GIL: a consistent snapshot even
-        # while the app's threads start and end spans.
-        opened = self._open.copy()
-        self._resynced = set(opened)
+        """Every span open right now, from the app threads' own record; each becomes
+        announced, so its end is sent whenever it comes."""
+        record = self._record
+        opened = record._open.copy()
+        now = _monotonic()
+        announced = record._announced
+        fresh = opened.keys() - announced.keys()
+        announced.update(dict.fromkeys(fresh, now))
         snapshot = []
         for obj, info in opened.items():
             try:
-                snapshot.append(describe_start(obj, info))
+                start = describe_start(obj, info)
             except Exception:
-                logger.debug(
-                    "[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True
-                )
+                _skipped()
+                continue
+            self._ids[obj] = start.span_id
+            snapshot.append(start)
         return snapshot
 
     def _find_leaks(self) -> None:
@@ -596,7 +560,8 @@ class Sender:
         for ever. It is a leak when its owner is gone, no open span beneath it has a
         live owner (a run it started may go on in another task), and the last check
         found the same (a span being ended right now is not mistaken for one)."""
-        opened = self._open.copy()
+        record = self._record
+        opened = record._open.copy()
         threads = sys._current_frames().keys()
         gone = set()
         for obj, info in opened.items():
@@ -606,53 +571,58 @@ class Sender:
         if not gone:
             self._leak_candidates = set()
             return
-        keys = {_span_id_of(obj): obj for obj in opened}
+        keys = {span_id_of(obj): obj for obj in opened}
         protected: set[Any] = set()
         for obj in opened:
             if obj in gone:
                 continue
-            parent = _parent_of(obj)
+            parent = parent_of(obj)
             for _ in range(64):
                 ancestor = keys.get(parent) if parent is not None else None
                 if ancestor is None or ancestor in protected:
                     break
                 protected.add(ancestor)
-                parent = _parent_of(ancestor)
+                parent = parent_of(ancestor)
         candidates = gone - protected
         leaked = candidates & self._leak_candidates
         self._leak_candidates = candidates - leaked
         for obj in leaked:
-            if self._open.pop(obj, None) is not None:
-                self._resynced.discard(obj)
+            if record._open.pop(obj, None) is not None:
+                # Reported as a leak, not as an end.
+                record._announced.pop(obj, None)
+                self._ids.pop(obj, None)
+                self._unended.pop(obj, None)
                 # Bounded while undelivered: past it, the resync that follows a failed
                 # send removes them at the sidecar all the same (as ended, time unknown).
                 if len(self._leaked) < MAX_ACTIVE:
-                    self._leaked.append(_span_id_of(obj))
+                    self._leaked.append(span_id_of(obj))
 
-    def _send_all(self, client: httpx.Client, goodbye: bool) -> bool:
+    # -- sending ------------------------------------------------------------------------
+
+    def _send_all(self, transport: Transport, goodbye: bool) -> bool:
         """Send pending events in chunks of ``max_batch``; True when all were taken."""
         self._resync_now = False
-        self._settle()
         while True:
             last = len(self._pending) <= self.max_batch
             chunk = self._pending[: self.max_batch]
             # The resync rides on the last chunk, so that it describes the state after
             # every event the sidecar has been given.
             resync = self._need_resync and last
-            if not self._post(client, chunk, resync, goodbye and last):
+            if not self._post(transport, chunk, resync, goodbye and last):
                 return False
             del self._pending[: len(chunk)]
             if last:
                 return True
 
-    def _post(self, client: httpx.Client, events: list[Event], resync: bool, goodbye: bool) -> bool:
+    def _post(self, transport: Transport, events: list[Event], resync: bool, goodbye: bool) -> bool:
         assert self._process is not None
+        record = self._record
         self._seq += 1
         now = _monotonic()
         if now >= self._next_leak_check:
             self._next_leak_check = now + self.settings.heartbeat_interval
             self._find_leaks()
-        blind_setting, blind = self._blind()
+        blind_setting, blind = record._blind()
         if blind_setting is not None:
             warn_blind(blind_setting)  # once per setting: it remembers
         batch = Batch(
@@ -662,11 +632,11 @@ class Sender:
             sent_at=now,
             heartbeat=Heartbeat(
                 interval=self.settings.heartbeat_interval,
-                open_spans=len(self._open),
-                dropped_events=self._dropped() + self._lost,
+                open_spans=len(record._open),
+                dropped_events=record._dropped + self._lost,
                 wall_minus_mono=time.time() - now,
                 loops=self._probes.report(now),
-                summarised=self._summarised,
+                summarised=self.short_summarised(),
                 sender_errors=self._errors,
                 blind=blind,
             ),
@@ -681,12 +651,13 @@ class Sender:
         if self._stopping:
             timeout = max(0.05, min(timeout, self._stop_deadline - now))
         try:
-            response = client.post(self._endpoint, content=encode(batch), timeout=timeout)
-            if response.status_code != 200:
-                self._drop_unknown_to_sidecar(response)
-                return self._failed(f"HTTP {response.status_code}: {response.text[:300]}")
-            reply = decode_reply(response.content)
-        except (httpx.HTTPError, msgspec.MsgspecError, OSError) as exc:
+            status, body = transport.post("/v1/events", encode(batch), timeout)
+            if status != 200:
+                text = body[:300].decode("utf-8", "replace")
+                self._drop_unknown_to_sidecar(status, text)
+                return self._failed(f"HTTP {status}: {text}")
+            reply = decode_reply(body)
+        except (http.client.HTTPException, msgspec.MsgspecError, OSError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         if self._failing:
             self._failing = False
@@ -696,7 +667,7 @@ class Sender:
         self._active.clear()  # delivered
         self._leaked = []
         for command in reply.commands:
-            self._results.append(execute(command, self._open))
+            self._results.append(execute(command, record._open))
         restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id
         self._sidecar_id = reply.sidecar_id
         if resync:
@@ -707,15 +678,15 @@ class Sender:
         self._resync_now = self._need_resync or bool(self._results)
         return True
 
-    def _drop_unknown_to_sidecar(self, response: httpx.Response) -> None:
+    def _drop_unknown_to_sidecar(self, status: int, text: str) -> None:
         """A sidecar older than this app refuses the client timeouts as an unknown field:
         the next try goes without them, so the process is watched all the same."""
         process = self._process
         if (
-            response.status_code == 422
+            status == 422
             and process is not None
             and process.client_timeouts is not None
-            and "client_timeouts" in response.text
+            and "client_timeouts" in text
         ):
             self._process = msgspec.structs.replace(process, client_timeouts=None)
 

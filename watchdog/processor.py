@@ -8,12 +8,16 @@ Add one line to an app built on ``openai-agents``::
 Contract of :class:`WatchdogProcessor`, kept true by design:
 
 - ``on_trace_start``/``on_span_start``/``on_trace_end``/``on_span_end`` are thread-safe,
-  never block, never take a lock (but once per flush window, see ``_wake``), never
-  log, never raise, and allocate one small tuple. They record what only the calling
-  thread knows — its id, its running asyncio task, a monotonic timestamp — and append
-  to a bounded ``deque``. When the deque is full the event is dropped and counted.
-- Everything else (reading span attributes, bookkeeping of open spans, JSON, HTTP,
-  resync after outages) happens on one daemon thread, started on the first span.
+  never block, never take a lock, never log, never raise, and allocate one small
+  tuple. On start they record what only the calling thread knows — a monotonic
+  timestamp, its thread id, its running asyncio task — in the dict of open spans; on
+  end they remove the span from it and note the end where the sender will look: for a
+  span the sidecar was told about, in a bounded deque; for one that came and went
+  unseen, in a ring of the last few and, as activity, its parent's id in a set. Each is
+  one C-level operation, atomic under the GIL.
+- Everything else (reading span attributes, wire events, JSON, HTTP, resync after
+  outages) happens on one daemon thread, started on the first span, whose cost grows
+  with the spans that stay open, not with the spans that come and go (``_sender.py``).
 - ``force_flush()`` and ``shutdown(timeout)`` block their caller, as the SDK's
   interface allows, and never for longer than their timeout.
 - After ``os.fork()`` the child starts clean: new identity, empty queue, no thread
@@ -22,6 +26,7 @@ Contract of :class:`WatchdogProcessor`, kept true by design:
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -42,8 +47,9 @@ from agents.tracing import (
 from agents.tracing.traces import NoOpTrace
 
 from watchdog._control import abortable
+from watchdog._describe import OpenInfo
 from watchdog._runs import RunAborted, aborted, guard_runs
-from watchdog._sender import END, START, OpenInfo, Sender, SenderSettings
+from watchdog._sender import MAX_ACTIVE, SHORT_SAMPLE, Sender, SenderSettings
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
@@ -59,20 +65,31 @@ __all__ = [
 
 DEFAULT_URL: Final = "http://127.0.0.1:9750"
 _get_ident = threading.get_ident
+try:
+    # The running task of each event loop, as asyncio itself keeps it (3.11 to 3.13):
+    # a dict lookup, where current_task() would first find the loop again and check it.
+    from _asyncio import _current_tasks  # type: ignore[attr-defined]
+
+    _task_of: Any = _current_tasks.get
+except ImportError:  # pragma: no cover - a Python whose asyncio keeps it elsewhere
+    _task_of = current_task
 # How long a process stays blind after its last untraced run ended: an app that runs
 # untraced now and then is partly unwatched, and must not flicker in and out of sight.
 BLIND_HOLD: Final = 300.0
+# Threads whose running loop the hot path remembers at once.
+_MAX_LOOPS: Final = 256
 
 
 class WatchdogProcessor(TracingProcessor):
     """Streams span lifecycles to an ``agents-watchdog`` sidecar so hung spans get noticed.
 
     Construct it through :func:`install` unless you manage the SDK's processors
-    yourself. ``max_queue`` bounds the events waiting for the sender thread;
-    ``max_open_spans`` bounds the open spans it tracks (spans that are never ended
-    cannot grow it further); ``max_batch`` is the most events sent in one request (a full batch is sent at
-    once, otherwise pending events leave every ``flush_interval`` seconds at most);
-    ``heartbeat_interval`` is how often the process reports in even when idle.
+    yourself. ``max_open_spans`` bounds the open spans it tracks (spans that are never
+    ended cannot grow it further; past it, starts are dropped and counted);
+    ``max_queue`` bounds the ends of announced spans waiting for the sender thread;
+    the sender collects what changed every ``flush_interval`` seconds and sends it at
+    once, at most ``max_batch`` events per request; ``heartbeat_interval`` is how often
+    the process reports in even when idle.
     """
 
     def __init__(
@@ -127,13 +144,23 @@ class WatchdogProcessor(TracingProcessor):
         guard_runs()
 
     def _reset(self) -> None:
-        # The queue, the open-span record and the sender are per process: a forked
-        # child must inherit neither its parent's spans nor its dead thread.
-        self._queue: deque[tuple[Any, ...]] = deque()
-        # The exact set of open spans, kept on the hot path (a dict store or pop is
-        # atomic under the GIL) so that no queue overflow can lose one.
+        # The record and the sender are per process: a forked child must inherit neither
+        # its parent's spans nor its dead thread. Written by the app's threads with one
+        # atomic operation each, read and emptied by the sender (see _sender.Record).
+        # The exact set of open spans, so that no outage and no overflow can lose one.
         self._open: dict[Any, OpenInfo] = {}
         self._max_open = self._max_open_spans
+        # Spans the sender announced to the sidecar: their ends go to the queue.
+        self._announced: dict[Any, float] = {}
+        self._queue: deque[tuple[Any, float]] = deque()
+        self._queue_cap = self._max_queue
+        # The last short spans to end (announced never), and the parents they ran under.
+        self._short: deque[tuple[Any, OpenInfo, float]] = deque(maxlen=SHORT_SAMPLE)
+        self._active: set[str] = set()
+        self._max_active = MAX_ACTIVE
+        self._short_ended = itertools.count().__next__
+        # thread id -> the event loop last found running on it (see on_span_start).
+        self._loops: dict[int, Any] = {}
         self._sender: Sender | None = None
         self._started = False
         self._shut_down = False
@@ -147,60 +174,98 @@ class WatchdogProcessor(TracingProcessor):
         self._untraced_last = -BLIND_HOLD
 
     # -- the hot path ----------------------------------------------------------------
-
-    def _record_start(self, item: Any) -> None:
-        try:
-            if not self._started:
-                self._start()
-            loop = _get_running_loop()
-            info = (monotonic(), _get_ident(), None if loop is None else current_task(loop))
-            open_spans = self._open
-            if len(open_spans) < self._max_open:
-                open_spans[item] = info
-            queue = self._queue
-            if len(queue) >= self._max_queue:
-                self._dropped += 1
-                return
-            queue.append((START, item, info))
-            sender = self._sender
-            if sender is not None and (
-                sender.armed or (not sender.woken and len(queue) >= sender.max_batch)
-            ):
-                sender.wake()
-        except Exception:
-            pass  # the app must never see a watchdog failure
-
-    def _record_end(self, item: Any) -> None:
-        try:
-            self._open.pop(item, None)
-            queue = self._queue
-            if len(queue) >= self._max_queue:
-                self._dropped += 1
-                return
-            queue.append((END, item, monotonic()))
-            sender = self._sender
-            if sender is not None and (
-                sender.armed or (not sender.woken and len(queue) >= sender.max_batch)
-            ):
-                sender.wake()
-        except Exception:
-            pass  # the app must never see a watchdog failure
-
-    def on_trace_start(self, trace: Trace) -> None:
-        """Record that a trace (a whole workflow run) began. O(1), never raises."""
-        self._record_start(trace)
-
-    def on_trace_end(self, trace: Trace) -> None:
-        """Record that a trace ended. O(1), never raises."""
-        self._record_end(trace)
+    # Written out in each method rather than shared: a call per span would cost more
+    # than the lines it saves.
 
     def on_span_start(self, span: Span[Any]) -> None:
-        """Record that a span began, with the calling thread and asyncio task."""
-        self._record_start(span)
+        """Record that a span (or, as ``on_trace_start``, a trace) began, with the
+        calling thread and asyncio task. O(1), never raises."""
+        try:
+            thread = _get_ident()
+            # The loop running on this thread, as last found here: still it while it
+            # runs here (asyncio sets a loop's _thread_id for as long as it runs).
+            # Asking asyncio costs a getpid() system call per span on 3.11.
+            loop = self._loops.get(thread)
+            if loop is None or loop._thread_id != thread:
+                loop = self._running_loop(thread)
+            open_spans = self._open
+            if len(open_spans) < self._max_open:
+                open_spans[span] = (
+                    monotonic(),
+                    thread,
+                    None if loop is None else _task_of(loop),
+                )
+            else:
+                self._dropped += 1
+            if not self._started:
+                # After the record: the sender's first exchange reports this span open.
+                self._start()
+        except Exception:
+            pass  # the app must never see a watchdog failure
+
+    # A trace (a whole workflow run) begins the same way.
+    on_trace_start = on_span_start  # type: ignore[assignment]
 
     def on_span_end(self, span: Span[Any]) -> None:
         """Record that a span ended. O(1), never raises."""
-        self._record_end(span)
+        try:
+            info = self._open.pop(span, None)
+            ended = monotonic()
+            if span in self._announced:
+                queue = self._queue
+                if len(queue) < self._queue_cap:
+                    queue.append((span, ended))
+                else:
+                    self._dropped += 1
+            elif info is not None:
+                self._short.append((span, info, ended))
+                self._short_ended()
+                active = self._active
+                if len(active) < self._max_active:
+                    # The SDK's span keeps these in slots: read directly, they cost a
+                    # fraction of the properties (other span classes: see below).
+                    active.add(span._parent_id or span._trace_id)  # type: ignore[attr-defined]
+        except AttributeError:
+            self._mark_parent(span)
+        except Exception:
+            pass  # the app must never see a watchdog failure
+
+    def on_trace_end(self, trace: Trace) -> None:
+        """Record that a trace ended. O(1), never raises."""
+        try:
+            info = self._open.pop(trace, None)
+            ended = monotonic()
+            if trace in self._announced:
+                queue = self._queue
+                if len(queue) < self._queue_cap:
+                    queue.append((trace, ended))
+                else:
+                    self._dropped += 1
+            elif info is not None:
+                self._short.append((trace, info, ended))
+                self._short_ended()
+        except Exception:
+            pass  # the app must never see a watchdog failure
+
+    def _running_loop(self, thread: int) -> Any:
+        # Once per loop and thread: asyncio's own answer, kept if the loop says which
+        # thread it runs on (a loop that does not is asked about every time).
+        loop = _get_running_loop()
+        if loop is not None and getattr(loop, "_thread_id", None) == thread:
+            loops = self._loops
+            if len(loops) >= _MAX_LOOPS:
+                loops.clear()  # loops of threads gone since: found again when needed
+            loops[thread] = loop
+        return loop
+
+    def _mark_parent(self, span: Any) -> None:
+        # A span class other than the SDK's: its parent through the public properties.
+        try:
+            active = self._active
+            if len(active) < self._max_active:
+                active.add(span.parent_id or span.trace_id)
+        except Exception:
+            pass  # not a span at all: nothing ran under it
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -208,14 +273,9 @@ class WatchdogProcessor(TracingProcessor):
         with self._start_lock:
             if self._started or self._shut_down:
                 return
-            self._sender = Sender(
-                self._settings, self._queue, self._open, self._dropped_count, self._blind
-            )
+            self._sender = Sender(self._settings, self)
             self._sender.start()
             self._started = True
-
-    def _dropped_count(self) -> int:
-        return self._dropped
 
     def force_flush(self, timeout: float = 5.0) -> None:
         """Send everything recorded so far and wait for the sidecar to take it.
@@ -241,11 +301,15 @@ class WatchdogProcessor(TracingProcessor):
         self._stop_recording()
 
     def _stop_recording(self) -> None:
-        # A deque with maxlen 0 discards every append and a max_open of 0 stops the
-        # open-span record: the hot path keeps working, at the same cost, holding nothing.
-        self._queue = deque(maxlen=0)
-        self._max_open = 0
+        # Deques with maxlen 0 discard every append and the caps of 0 stop the open-span
+        # record and the parents: the hot path keeps working, at the same cost, holding
+        # nothing.
+        self._max_open = self._queue_cap = self._max_active = 0
         self._open = {}
+        self._announced = {}
+        self._queue = deque(maxlen=0)
+        self._short = deque(maxlen=0)
+        self._active = set()
 
     # -- blindness ---------------------------------------------------------------------
 
