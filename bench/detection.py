@@ -32,9 +32,9 @@ import psutil
 
 from bench import wire
 from bench.report import Figure, Section, render_console
+from watchdog._sidecar_process import SidecarProcess
 from watchdog.protocol import Event, SpanStart, decode_batch
 from watchdog.sidecar.config import KINDS, Thresholds
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.sidecar.registry import Registry
 
 __all__ = ["measure"]

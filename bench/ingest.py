@@ -18,7 +18,7 @@ import psutil
 
 from bench import wire
 from bench.report import Figure, Section, render_console
-from watchdog.sidecar.launcher import SidecarProcess
+from watchdog._sidecar_process import SidecarProcess
 
 __all__ = ["events_received", "measure"]
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.agents_app import AppRun, agent_with_tool, coordinator_with_researcher, single_agent
 from tests.conftest import metric, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.processor import RunAborted, WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]
@@ -148,7 +148,7 @@ def test_manual_abort_needs_the_token_and_cancels(
         timeout=30,
         env={**os.environ, "AGENTS_WATCHDOG_TOKEN": "wrong"},
     )
-    assert refused.returncode == 1 and "wrong bearer token" in refused.stderr
+    assert refused.returncode == 2 and "wrong bearer token" in refused.stderr
     accepted = subprocess.run(
         command,
         capture_output=True,

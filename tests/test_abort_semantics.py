@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import metric, spans, thresholds, wait_until
-from watchdog.sidecar.launcher import SidecarProcess
+from tests.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

@@ -17,10 +17,10 @@ import pytest
 
 from tests.agents_app import AppRun, coordinator_with_researcher
 from tests.conftest import metric, need_tool, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.alerts import Alert, slack_message
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

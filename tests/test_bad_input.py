@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import metric
+from tests.launcher import SidecarProcess
 from watchdog.protocol import PROTOCOL_VERSION
-from watchdog.sidecar.launcher import SidecarProcess
 
 TOKEN = "s3cret-token"
 AUTH = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}

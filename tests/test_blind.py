@@ -17,9 +17,9 @@ from openai import AsyncOpenAI
 
 from tests.agents_app import model
 from tests.conftest import metric, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor, install
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

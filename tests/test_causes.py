@@ -18,10 +18,10 @@ from openai import AsyncOpenAI, Timeout
 
 from tests.agents_app import AppRun, agent_with_tool, model, single_agent
 from tests.conftest import spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.mcp_server import stdio_params
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 
 import watchdog._sender as sender_module
 from tests.conftest import thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import LoopbackServer, QuietHandler
 from tests.wire_process import WireProcess
 from watchdog.cli import main
@@ -36,7 +37,6 @@ from watchdog.protocol import (
     encode,
 )
 from watchdog.sidecar.config import Rule, Thresholds
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.sidecar.registry import Registry, client_timeout_warning
 
 Watch = Callable[..., WatchdogProcessor]

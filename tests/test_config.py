@@ -167,6 +167,107 @@ def test_bad_environment_names_the_variable_or_key(environ: dict[str, str], key:
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[server]\nprot = 1\n",
+            "server.prot: unknown key; did you mean 'port'? expected one of: host, log_level, "
+            "max_body_bytes, port, token, unix_socket",
+        ),
+        (
+            "[thresholds]\nrespones = 3\n",
+            "thresholds.respones: unknown key; did you mean 'response'?",
+        ),
+        ("[alerter]\n", "alerter: unknown key; did you mean 'alerts'?"),
+        (
+            "[[rules]]\nthreshold = 'auto'\nflor = 2\n",
+            "rules[0].flor: unknown key; did you mean 'floor'?",
+        ),
+        (
+            "[[alerts]]\ntype = 'log'\nkind = ['agent']\n",
+            "alerts[0].kind: unknown key; did you mean 'kinds'?",
+        ),
+        (
+            "[[rules]]\nthreshold = 3\ncolour = 'red'\n",
+            "rules[0].colour: unknown key; expected one of: ",
+        ),
+        # `auto` holds a rule's learned settings, but the file writes them beside the rule.
+        ("[[rules]]\nthreshold = 3\nauto = { floor = 1 }\n", "rules[0].auto: unknown key;"),
+    ],
+)
+def test_unknown_key_names_the_nearest_known_one(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert str(caught.value).startswith(f"config error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[server]\nport = '8000'\n",
+            "server.port: expected an integer from 0 to 65535, got '8000'",
+        ),
+        (
+            "[thresholds]\nresponse = inf\n",
+            "thresholds.response: expected a number of seconds > 0, got inf",
+        ),
+        (
+            "[thresholds]\nresponse = nan\n",
+            "thresholds.response: expected a number of seconds > 0, got nan",
+        ),
+        ("[abort]\ndry_run = 1\n", "abort.dry_run: expected true or false, got 1"),
+        (
+            "[[alerts]]\nname = 'x'\n",
+            "alerts[0].type: expected one of log, webhook, alertmanager, slack, got None",
+        ),
+        (
+            "[[rules]]\nthreshold = 'auto'\nceiling = 2\nfloor = 5\n",
+            "rules[0].ceiling: must be at least floor (5), got 2",
+        ),
+    ],
+)
+def test_file_values_are_taken_as_their_toml_types(tmp_path: Path, text: str, message: str) -> None:
+    """The file is read strictly: a number written as a string, an infinite threshold or
+    a 1 for true is refused, with the value as the file gave it."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert str(caught.value) == f"config error: {message}"
+
+
+def test_environment_text_is_converted_by_the_keys_type() -> None:
+    config = load_config(
+        environ={
+            "AGENTS_WATCHDOG_PORT": "8100",
+            "AGENTS_WATCHDOG_LOG_LEVEL": "DEBUG",
+            "AGENTS_WATCHDOG_MAX_BODY_BYTES": "2048",
+            "AGENTS_WATCHDOG_THRESHOLD_RESPONSE": "1.5",
+            "AGENTS_WATCHDOG_THRESHOLD_DEFAULT": "45",
+            "AGENTS_WATCHDOG_MAX_DURATION_TRACE": "3600",
+            "AGENTS_WATCHDOG_TOKEN": "",
+        }
+    )
+    assert (config.server.port, config.server.log_level, config.server.max_body_bytes) == (
+        8100,
+        "debug",
+        2048,
+    )
+    assert config.server.token is None  # set and blank is no token
+    assert config.thresholds.by_kind["response"] == 1.5
+    assert config.thresholds.by_kind["default"] == 45.0
+    assert dict(config.thresholds.max_duration) == {"trace": 3600.0}
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-3", "null", "1e999", "soon"])
+def test_environment_threshold_must_be_a_finite_positive_number(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"AGENTS_WATCHDOG_THRESHOLD_GUARDRAIL": value})
+    assert str(caught.value) == (
+        f"config error: thresholds.guardrail: expected a number of seconds > 0, got {value!r}"
+    )
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", environ={})

@@ -30,8 +30,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, need_tool, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.sidecar.config import KINDS, load_config
-from watchdog.sidecar.launcher import SidecarProcess
+from watchdog.sidecar.metrics import ALIASES
 
 DEPLOY = REPO / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -113,7 +114,7 @@ def observed() -> Iterator[Observed]:
     app: subprocess.Popen[str] | None = None
     try:
         events = f"{sidecar.url}/v1/events"
-        # Rejected requests, so events_rejected_total has samples too.
+        # Rejected requests, so ingest_requests_rejected_total has samples too.
         assert httpx.post(events, content=b"{", timeout=5).status_code == 401
         bad = httpx.post(
             events,
@@ -769,6 +770,19 @@ def test_rules_cover_each_failure_and_each_is_unit_tested(observed: Observed) ->
             f"{name} is never shown firing in deploy/prometheus/tests/"
         )
         assert not check_names_and_labels(rule["expr"], names, labels), name
+
+
+def test_rules_and_dashboard_use_no_deprecated_metric_name() -> None:
+    """Deprecated aliases are served for other people's queries, not for ours."""
+    texts = {
+        RULES.name: RULES.read_text(encoding="utf-8"),
+        DASHBOARD.name: "\n".join(expr for _, expr in dashboard_queries()),
+        **{p.name: p.read_text(encoding="utf-8") for p in (PROMETHEUS / "tests").glob("*.yaml")},
+    }
+    for name, text in texts.items():
+        used = set(METRIC.findall(text))
+        assert used, name
+        assert not used & set(ALIASES), (name, sorted(used & set(ALIASES)))
 
 
 # -- Grafana -----------------------------------------------------------------------------

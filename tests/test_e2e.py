@@ -13,8 +13,8 @@ import pytest
 
 from tests.agents_app import AppRun, Gate, agent_with_tool, coordinator_with_researcher
 from tests.conftest import metric, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 FAST = thresholds(response=1.5, function=1.5)

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, spans, wait_until
-from watchdog.sidecar.launcher import SidecarProcess
+from tests.launcher import SidecarProcess
 from watchdog.standin import DEFAULT_REPLY, StandInServer
 
 pytestmark = pytest.mark.slow

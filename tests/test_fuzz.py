@@ -29,10 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from tests.conftest import metric, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.protocol import PROTOCOL_VERSION
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import Config, ConfigError, load_config
-from watchdog.sidecar.launcher import SidecarProcess
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from openai import AsyncOpenAI
 
 from tests.agents_app import AppRun, agent_with_tool, model
 from tests.conftest import metric, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.processor import RunAborted, WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import DEFAULT_REPLY, StandInServer
 
 Factory = Callable[..., SidecarProcess]

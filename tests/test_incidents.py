@@ -16,11 +16,11 @@ import pytest
 
 from tests.agents_app import AppRun, coordinator_with_researcher
 from tests.conftest import spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog.processor import WatchdogProcessor
 from watchdog.sidecar.config import IncidentConfig
 from watchdog.sidecar.incidents import IncidentStore
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

@@ -15,6 +15,7 @@ import pytest
 
 from tests.agents_app import AppRun, agent_with_tool
 from tests.conftest import spans, wait_until
+from tests.launcher import SidecarProcess
 from tests.test_registry import Harness, start, trace_start
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import SpanEnd
@@ -27,7 +28,6 @@ from watchdog.sidecar.config import (
     Thresholds,
     load_config,
 )
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.sidecar.learning import DurationLearner, threshold_rows
 from watchdog.standin import StandInServer
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import metric, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

@@ -14,10 +14,10 @@ import pytest
 from agents import custom_span, trace
 
 from tests.conftest import metric, spans, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog._control import LoopProbes
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

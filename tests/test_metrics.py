@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from tests.conftest import wait_until
+from tests.launcher import SidecarProcess
 from watchdog.protocol import PROTOCOL_VERSION
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import KINDS, load_config
-from watchdog.sidecar.launcher import SidecarProcess
 
 APPS = 1000  # distinct services, each with a kind of its own
 DEFAULT_CAP = 100  # limits.max_label_services by default
@@ -129,7 +129,7 @@ def test_a_thousand_kinds_and_services_make_a_bounded_number_of_series(
 
     def all_hung() -> str | None:
         text = test_client.get("/metrics").text
-        hung = values(text, "agents_watchdog_hung_spans_total", "service")
+        hung = values(text, "agents_watchdog_hung_spans_detected_total", "service")
         return text if sum(hung.values()) == APPS else None
 
     text = wait_until(all_hung)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import time
@@ -16,16 +17,21 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
 
 from tests.agents_app import AppRun, Gate, agent_with_tool, coordinator_with_researcher
 from tests.conftest import need_tool, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.wire_process import WireProcess, runs
 from watchdog.processor import RunAborted, WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
+from watchdog.sidecar.web import STATIC, static_files
 from watchdog.standin import StandInServer
 
 TOKEN = "page-token"
@@ -94,6 +100,59 @@ def test_page_shell_is_served_with_its_files_and_no_data(sidecar: SidecarProcess
     # The data is behind the token, like every /v1 read on a sidecar that has one.
     assert httpx.get(sidecar.url + "/v1/processes").status_code == 401
     assert httpx.get(sidecar.url + "/v1/spans/span_x").status_code == 401
+
+
+# `import ... from "./x.js"`, `import "./x.js"` and `export ... from "./x.js"`, over lines.
+MODULE_SPECIFIER = re.compile(
+    r"""\b(?:import|export)\s*(?:[\w$*{}\s,]*?\bfrom\s*)?["']([^"']+)["']"""
+)
+SCRIPT_TAG = re.compile(r"<script\b([^>]*)>")
+SCRIPT_SRC = re.compile(r'\bsrc="([^"]+)"')
+
+
+def test_every_module_the_page_imports_is_served_as_javascript_and_none_is_orphaned(
+    sidecar: SidecarProcess,
+) -> None:
+    shell = httpx.get(sidecar.url + "/").text
+    tags = SCRIPT_TAG.findall(shell)
+    # Every script is a module the page loads from its own files (no inline script).
+    assert tags and all('type="module"' in tag and SCRIPT_SRC.search(tag) for tag in tags), tags
+    pending = [urljoin(sidecar.url + "/", src) for tag in tags for src in SCRIPT_SRC.findall(tag)]
+    served: set[str] = set()
+    while pending:
+        url = pending.pop()
+        path = urlsplit(url).path
+        if path in served:
+            continue
+        module = httpx.get(url)
+        assert module.status_code == 200, path
+        # Browsers refuse an ES module served under any type that is not JavaScript.
+        assert module.headers["content-type"].startswith("text/javascript"), (path, module.headers)
+        served.add(path)
+        for specifier in MODULE_SPECIFIER.findall(module.text):
+            assert specifier.startswith("./") or specifier.startswith("../"), (path, specifier)
+            assert specifier.endswith(".js"), (path, specifier)  # no bare names: no build step
+            pending.append(urljoin(url, specifier))
+    shipped = {"/static/" + p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*.js")}
+    assert len(served) > 1
+    assert shipped - served == set(), "modules that nothing imports"
+    assert served - shipped == set()
+
+
+def test_scripts_are_javascript_whatever_the_hosts_mime_table_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A host whose MIME table knows no script type (as a Windows registry may say).
+    monkeypatch.setattr("starlette.responses.guess_type", lambda _path: ("text/plain", None))
+    app = Starlette(routes=[Mount("/static", app=static_files())])
+    with TestClient(app) as client:
+        script = client.get("/static/js/model.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+        # Only scripts are relabelled; a revalidated script is still a plain 304.
+        assert client.get("/static/page.css").headers["content-type"].startswith("text/plain")
+        again = client.get("/static/js/model.js", headers={"if-none-match": script.headers["etag"]})
+        assert again.status_code == 304 and "content-type" not in again.headers
 
 
 def test_processes_and_single_span_endpoints(sidecar: SidecarProcess) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from watchdog.sidecar.launcher import SidecarProcess
+from tests.launcher import SidecarProcess
 
 
 def test_probes_and_graceful_sigterm(sidecar_factory: Callable[..., SidecarProcess]) -> None:

@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from tests.conftest import thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog.protocol import PROTOCOL_VERSION
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

@@ -35,8 +35,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, spans, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 pytestmark = pytest.mark.slow

@@ -11,11 +11,11 @@ import pytest
 
 from tests.agents_app import AppRun, Gate, agent_with_tool
 from tests.conftest import need_tool, spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from tests.receivers import Receiver
 from watchdog._stacks import bounded
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import MAX_STACK_LENGTH
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 Factory = Callable[..., SidecarProcess]

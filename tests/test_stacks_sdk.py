@@ -26,8 +26,8 @@ from openai import AsyncOpenAI
 
 from tests.agents_app import AppRun, Gate, agent_with_tool, model, single_agent
 from tests.conftest import spans, thresholds, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import DEFAULT_REPLY, StandInServer
 
 Factory = Callable[..., SidecarProcess]

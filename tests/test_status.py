@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, wait_until
+from tests.launcher import SidecarProcess
 from tests.wire_process import WireProcess, runs
 from watchdog.cli import main
 from watchdog.protocol import LoopReport
-from watchdog.sidecar.launcher import SidecarProcess
 
 TOKEN = "status-token"
 CONFIG = """

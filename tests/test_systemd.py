@@ -23,9 +23,9 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, need_tool, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.sidecar.app import Sidecar
 from watchdog.sidecar.config import load_config
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.sidecar.notify import Notifier, notify_address
 
 UNIT = REPO / "deploy" / "systemd" / "agents-watchdog.service"

@@ -12,8 +12,8 @@ from pathlib import Path
 from agents import custom_span, trace
 
 from tests.conftest import spans, wait_until
+from tests.launcher import SidecarProcess
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 
 Factory = Callable[..., SidecarProcess]
 Watch = Callable[..., WatchdogProcessor]

@@ -167,8 +167,8 @@ def main() -> int:
     from agents import Runner
     from openai import AsyncOpenAI
 
+    from watchdog._sidecar_process import SidecarProcess
     from watchdog.processor import install
-    from watchdog.sidecar.launcher import SidecarProcess
     from watchdog.standin import StandInServer
 
     say("agents-watchdog demo: a multi-agent app hangs; the sidecar notices.")
@@ -330,8 +330,8 @@ def heal_by_timeout(standin: Any) -> bool:
     from agents.tracing import set_trace_processors
     from openai import AsyncOpenAI
 
+    from watchdog._sidecar_process import SidecarProcess
     from watchdog.processor import WatchdogProcessor
-    from watchdog.sidecar.launcher import SidecarProcess
 
     say("Part two: heal before stopping.")
     with SidecarProcess(HEAL_CONFIG) as sidecar:
@@ -406,8 +406,8 @@ def abort_ladder(standin: Any) -> bool:
     from agents.tracing import set_trace_processors
     from openai import AsyncOpenAI
 
+    from watchdog._sidecar_process import SidecarProcess
     from watchdog.processor import RunAborted, WatchdogProcessor
-    from watchdog.sidecar.launcher import SidecarProcess
 
     say("Part three: rules that stop stuck runs (cancel first, then SIGTERM, then SIGKILL).")
     with SidecarProcess(ABORT_CONFIG) as sidecar:

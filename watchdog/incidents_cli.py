@@ -1,45 +1,29 @@
-"""``agents-watchdog incidents`` and ``abort``: talk to a running sidecar's HTTP API."""
+"""``agents-watchdog incidents``: the incidents a running sidecar recorded, as a table,
+one with its timeline, or JSON.
+
+Exit code: ``0`` the sidecar answered (with incidents or none); ``1`` the incident asked
+for by ``show`` is not there; ``2`` the sidecar could not be asked (see
+:mod:`watchdog.client`), or the command line was wrong.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-import httpx
+from watchdog.client import (
+    EXIT_CANNOT_ASK,
+    EXIT_OK,
+    CannotAsk,
+    SidecarClient,
+    SidecarError,
+    print_failure,
+    sidecar_url,
+)
 
-__all__ = ["print_table", "run_abort", "run_incidents"]
-
-DEFAULT_URL = "http://127.0.0.1:9750"
-
-
-def _get(url: str, path: str, params: dict[str, Any]) -> tuple[int, Any]:
-    return _call("GET", url, path, params=params)
-
-
-def _call(
-    method: str, url: str, path: str, params: dict[str, Any] | None = None, body: Any = None
-) -> tuple[int, Any]:
-    headers = {}
-    token = os.environ.get("AGENTS_WATCHDOG_TOKEN")
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    response = httpx.request(
-        method,
-        f"{url.rstrip('/')}{path}",
-        params={k: v for k, v in (params or {}).items() if v is not None},
-        json=body,
-        headers=headers,
-        timeout=10,
-        trust_env=False,
-    )
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": "bad_response", "detail": response.text[:200]}
-    return response.status_code, body
+__all__ = ["print_table", "run_incidents"]
 
 
 def _short(value: str | None) -> str:
@@ -51,39 +35,41 @@ def _seconds(value: float | None) -> str:
 
 
 def run_incidents(args: argparse.Namespace) -> int:
-    """List incidents, or show one; 0 on success, 1 when the sidecar refused or failed."""
-    url = args.url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL
+    """List incidents, or show one; returns the exit code in this module's docstring."""
+    url = sidecar_url(args.url)
+    if args.show and args.id is None:
+        print("agents-watchdog: incidents show needs an incident id", file=sys.stderr)
+        return EXIT_CANNOT_ASK
     try:
-        if args.show:
-            if args.id is None:
-                print("agents-watchdog: incidents show needs an incident id", file=sys.stderr)
-                return 2
-            status, body = _get(url, f"/v1/incidents/{args.id}", {})
-        else:
-            status, body = _get(
-                url,
-                "/v1/incidents",
-                {
-                    "since": args.since,
-                    "service": args.service,
-                    "state": args.state,
-                    "limit": args.limit,
-                },
-            )
-    except httpx.HTTPError as exc:
-        print(f"agents-watchdog: cannot reach the sidecar at {url}: {exc}", file=sys.stderr)
-        return 1
-    if status != 200:
-        print(f"agents-watchdog: {body.get('error')}: {body.get('detail')}", file=sys.stderr)
-        return 1
+        with SidecarClient.configured(url, args.token, args.timeout) as client:
+            body = _ask(client, args)
+    except SidecarError as exc:
+        return print_failure(exc, url, args.json)
     if args.json:
         print(json.dumps(body, indent=2))
-        return 0
-    if args.show:
+    elif args.show:
         _print_one(body)
     else:
         print_table(body["incidents"])
-    return 0
+    return EXIT_OK
+
+
+def _ask(client: SidecarClient, args: argparse.Namespace) -> dict[str, Any]:
+    if args.show:
+        body = client.get(f"/v1/incidents/{args.id}")
+        expected = "timeline"
+    else:
+        filters = {
+            "since": args.since,
+            "service": args.service,
+            "state": args.state,
+            "limit": args.limit,
+        }
+        body = client.get("/v1/incidents", filters)
+        expected = "incidents"
+    if not (isinstance(body, dict) and isinstance(body.get(expected), list)):
+        raise CannotAsk(f"unexpected answer from {client.url}: no {expected!r} list in it")
+    return body
 
 
 def print_table(incidents: list[dict[str, Any]]) -> None:
@@ -137,22 +123,3 @@ def _print_one(incident: dict[str, Any]) -> None:
     for entry in incident.get("timeline", []):
         detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items() if v is not None)
         print(f"    {_short(entry['at'])}  {entry['event']:<11} {detail}")
-
-
-def run_abort(args: argparse.Namespace) -> int:
-    """Ask the sidecar to abort a span; 0 when the ladder started."""
-    url = args.url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL
-    body: dict[str, Any] = {"action": args.action}
-    if args.instance_id:
-        body["instance_id"] = args.instance_id
-    try:
-        status, reply = _call("POST", url, f"/v1/spans/{args.span_id}/abort", body=body)
-    except httpx.HTTPError as exc:
-        print(f"agents-watchdog: cannot reach the sidecar at {url}: {exc}", file=sys.stderr)
-        return 1
-    if status != 202:
-        print(f"agents-watchdog: {reply.get('error')}: {reply.get('detail')}", file=sys.stderr)
-        return 1
-    dry = " (dry run: nothing will be sent)" if reply.get("dry_run") else ""
-    print(f"abort of {args.span_id} started: {' -> '.join(reply['steps'])}{dry}")
-    return 0

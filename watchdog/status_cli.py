@@ -6,8 +6,12 @@ Reads ``GET /v1/processes`` and ``GET /v1/spans``. The exit code makes it a prob
   is blocked;
 - ``1`` something needs attention: a hung or orphaned span, a process unresponsive or
   dead, or a blocked event loop;
-- ``2`` the status is unknown: the sidecar is unreachable, refused the request (a
-  missing or wrong token) or answered nonsense; or the command line was wrong.
+- ``2`` the status is unknown: the URL is bad, the sidecar is unreachable or silent,
+  refused the request (a missing or wrong token) or answered nonsense; or the command
+  line was wrong.
+
+The URL, token and timeout, and every way of failing to ask, are those of
+:mod:`watchdog.client`, shared with ``incidents`` and ``abort``.
 
 With ``--watch`` the tables refresh until interrupted, and the exit code is that of
 the last refresh.
@@ -28,19 +32,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from watchdog.incidents_cli import DEFAULT_URL
+from watchdog.client import (
+    EXIT_ATTENTION,
+    EXIT_CANNOT_ASK,
+    EXIT_OK,
+    CannotAsk,
+    SidecarClient,
+    SidecarError,
+    print_failure,
+    sidecar_url,
+)
 
 __all__ = ["EXIT_ATTENTION", "EXIT_OK", "EXIT_UNKNOWN", "Status", "fetch_status", "run_status"]
 
-EXIT_OK: Final = 0
-EXIT_ATTENTION: Final = 1
-EXIT_UNKNOWN: Final = 2
+# The status is unknown when the sidecar cannot be asked.
+EXIT_UNKNOWN: Final = EXIT_CANNOT_ASK
 _STATE_ORDER: Final = {"hung": 0, "orphaned": 1, "open": 2}
 _STYLES: Final = {
     "hung": "bold red",
@@ -51,10 +62,6 @@ _STYLES: Final = {
     "live": "green",
     "open": "",
 }
-
-
-class StatusUnavailable(Exception):
-    """The sidecar could not be asked, or refused; the message says why."""
 
 
 @dataclass
@@ -136,41 +143,15 @@ def warnings_of(processes: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def fetch_status(url: str, token: str | None, timeout: float = 10.0) -> Status:
-    """Ask the sidecar at ``url``; raises :class:`StatusUnavailable` when it cannot answer."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    bodies = []
+def fetch_status(client: SidecarClient) -> Status:
+    """Ask the sidecar behind ``client``; raises :class:`SidecarError` when it cannot
+    answer, or answers something that is not a status."""
+    processes = client.get("/v1/processes")
+    spans = client.get("/v1/spans")
     try:
-        with httpx.Client(
-            base_url=url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False
-        ) as client:
-            for path in ("/v1/processes", "/v1/spans"):
-                response = client.get(path)
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
-                if response.status_code != 200:
-                    detail = (
-                        f"{body.get('error')}: {body.get('detail')}"
-                        if isinstance(body, dict)
-                        else response.text[:200]
-                    )
-                    hint = (
-                        " (give --token or set AGENTS_WATCHDOG_TOKEN)"
-                        if response.status_code == 401
-                        else ""
-                    )
-                    raise StatusUnavailable(
-                        f"{path} answered {response.status_code}: {detail}{hint}"
-                    )
-                bodies.append(body)
-    except httpx.HTTPError as exc:
-        raise StatusUnavailable(f"cannot reach the sidecar at {url}: {exc}") from None
-    try:
-        return Status(url, list(bodies[0]["processes"]), list(bodies[1]["spans"]))
+        return Status(client.url, list(processes["processes"]), list(spans["spans"]))
     except (KeyError, TypeError) as exc:
-        raise StatusUnavailable(f"unexpected answer from {url}: {exc!r}") from None
+        raise CannotAsk(f"unexpected answer from {client.url}: {exc!r}") from None
 
 
 def _seconds(value: float | None) -> str:
@@ -276,10 +257,11 @@ def _console() -> Console:
     return console
 
 
-def _snapshot(url: str, token: str | None) -> tuple[int, Status | None, str]:
+def _snapshot(client: SidecarClient) -> tuple[int, Status | None, str]:
     try:
-        status = fetch_status(url, token)
-    except StatusUnavailable as exc:
+        status = fetch_status(client)
+    except SidecarError as exc:
+        # Whatever the sidecar said, no verdict came of it: the status is unknown.
         return EXIT_UNKNOWN, None, str(exc)
     return status.exit_code, status, ""
 
@@ -287,14 +269,23 @@ def _snapshot(url: str, token: str | None) -> tuple[int, Status | None, str]:
 def run_status(args: argparse.Namespace) -> int:
     """Print the status once, or refresh it every ``args.watch`` seconds until
     interrupted; returns the exit code described in this module's docstring."""
-    url = args.url or os.environ.get("AGENTS_WATCHDOG_URL") or DEFAULT_URL
-    token = args.token or os.environ.get("AGENTS_WATCHDOG_TOKEN") or None
+    url = sidecar_url(args.url)
     if args.limit < 0:
         print("agents-watchdog: --limit must be 0 or more", file=sys.stderr)
         return EXIT_UNKNOWN
     if args.watch is not None and args.watch <= 0:
         print("agents-watchdog: --watch takes a positive number of seconds", file=sys.stderr)
         return EXIT_UNKNOWN
+    try:
+        client = SidecarClient.configured(url, args.token, args.timeout)
+    except SidecarError as exc:
+        return print_failure(exc, url, args.json)
+    with client:
+        return _run(args, client)
+
+
+def _run(args: argparse.Namespace, client: SidecarClient) -> int:
+    url = client.url
     console = _console()
 
     def show(code: int, status: Status | None, error: str, live: Live | None) -> None:
@@ -316,7 +307,7 @@ def run_status(args: argparse.Namespace) -> int:
             console.print(view)
 
     if args.watch is None:
-        code, status, error = _snapshot(url, token)
+        code, status, error = _snapshot(client)
         show(code, status, error, None)
         return code
     # Redrawn in place on a terminal; one snapshot after another when piped.
@@ -329,7 +320,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         with screen as live:
             while True:
-                code, status, error = _snapshot(url, token)
+                code, status, error = _snapshot(client)
                 show(code, status, error, live)
                 if live is None and not args.json:
                     console.print()

@@ -140,7 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         watch.url = str(config.workerinput[URL_KEY])  # type: ignore[attr-defined]
     else:
-        from watchdog.sidecar.launcher import SidecarProcess
+        from watchdog._sidecar_process import SidecarProcess
 
         config_text = Path(config.getoption("watchdog_config")).read_text(encoding="utf-8")
         watch.sidecar = SidecarProcess(config_text).start()

@@ -36,7 +36,7 @@ class ConnectionGuard(H11Protocol):
     """uvicorn's h11 protocol with a deadline on receiving each request's headers.
 
     Past the deadline the client gets a 408 and the connection closes; the refusal is
-    counted in ``rejected["request_timeout"]``. Configure through :func:`guarded`.
+    counted in ``rejected["header_timeout"]``. Configure through :func:`guarded`.
     """
 
     request_timeout: float = 10.0
@@ -80,7 +80,7 @@ class ConnectionGuard(H11Protocol):
         if self.transport.is_closing():
             return
         if self.rejected is not None:
-            self.rejected["request_timeout"] += 1
+            self.rejected["header_timeout"] += 1  # metrics.HEADER_TIMEOUT: a connection
         self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
 

@@ -5,48 +5,82 @@ instead of being updated on every event; counters and the duration histogram are
 plain integers bumped by the registry's listener. Labels are ``service`` and
 ``kind`` (plus ``reason`` and ``state`` where named) — never span or trace ids.
 
-``service`` and ``kind`` are chosen by apps, and every new value would add series that
-are never freed, here and in every Prometheus that scrapes us. :class:`BoundedLabels`
-folds them: a kind the SDK does not define becomes ``other``, a service past
-``limits.max_label_services`` becomes ``_overflow``, and each fold is counted.
+``service`` and ``kind`` come from apps; :class:`~watchdog.sidecar.labels.BoundedLabels`
+keeps their values, and so the series, bounded (``labels.py``).
+
+Each metric counts one unit: refused ingest requests, refused span starts and connections
+closed for slowness are three counters, routed by ``reason`` from the one tally that
+ingest, the registry and the connection guard bump (:data:`REJECTION_UNITS`). Names
+that were wrong stay served for one release as deprecated aliases (:data:`ALIASES`).
+:func:`render` negotiates the exposition format (OpenMetrics when the scraper asks).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import platform
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from watchdog.sidecar.config import KINDS, LimitsConfig
+from watchdog.sidecar.labels import OTHER_KIND, OVERFLOW_SERVICE, BoundedLabels
 from watchdog.sidecar.registry import OpenSpan, Registry, RegistryListener
 
 __all__ = [
+    "ALIASES",
+    "HEADER_TIMEOUT",
     "OTHER_KIND",
     "OVERFLOW_SERVICE",
     "PREFIX",
+    "REJECTION_UNITS",
     "BoundedLabels",
     "IngestStats",
     "SpanStats",
     "WatchdogCollector",
     "bucket_edges",
+    "register_process_collectors",
+    "render",
 ]
 
 PREFIX: Final = "agents_watchdog_"
-# The label values folded ones become. "other" reads naturally beside the SDK's kinds,
-# which are a closed set; a service is any name an app picks (install(service=...)),
-# "other" included, so its overflow value is one no real service is likely to use.
-OTHER_KIND: Final = "other"
-OVERFLOW_SERVICE: Final = "_overflow"
+# The connection guard's reason: the request line and headers did not arrive within
+# limits.request_timeout. Distinct from "request_timeout" (a body that did not arrive),
+# which is counted per request.
+HEADER_TIMEOUT: Final = "header_timeout"
+# The unit of each rejection reason that is not a refused ingest request.
+REJECTION_UNITS: Final[Mapping[str, str]] = {
+    "open_span_limit": "spans",
+    HEADER_TIMEOUT: "connections",
+}
+# Deprecated name -> the name(s) it stands for; served for one release, removed in 0.3.
+ALIASES: Final[Mapping[str, str]] = {
+    PREFIX + "hung_spans_total": PREFIX + "hung_spans_detected_total",
+    PREFIX + "events_rejected_total": (
+        f"{PREFIX}ingest_requests_rejected_total, {PREFIX}spans_rejected_total and "
+        f"{PREFIX}connections_rejected_total"
+    ),
+}
+# Under OpenMetrics a counter's family name drops "_total"; for these aliases that name
+# is a gauge's, so there they are served as "unknown" under their full sample name
+# (which is what the text format and every query call them).
+_CLASHING_ALIASES: Final = frozenset({PREFIX + "hung_spans"})
+# Registries given the process collectors: see register_process_collectors().
+_WITH_PROCESS: Final[weakref.WeakSet[CollectorRegistry]] = weakref.WeakSet()
+# prometheus_client's own formatting of bucket bounds (it ships no type hints).
+_go_float: Final[Callable[[float], str]] = floatToGoString
 _BASE_EDGES: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -64,50 +98,10 @@ class _Histogram:
         self.total = 0.0
 
 
-class BoundedLabels:
-    """The ``service`` and ``kind`` label values metrics may carry, in bounded number.
-
-    Known kinds keep their name and any other kind is :data:`OTHER_KIND`. The first
-    ``max_services`` services seen keep theirs for the life of the sidecar (their
-    counters live as long); later ones share :data:`OVERFLOW_SERVICE`. Metric state is
-    keyed by these values, so memory is bounded too. ``overflow`` counts, by label,
-    the updates whose value was folded. Only metrics fold: logs, alerts and the JSON
-    API keep the strings the app sent.
-    """
-
-    def __init__(self, max_services: int = LimitsConfig.max_label_services) -> None:
-        self.max_services = max_services
-        self._services: set[str] = set()
-        # Both labels are always exported, zero until something is folded.
-        self.overflow: Counter[str] = Counter({"service": 0, "kind": 0})
-
-    def service(self, service: str, counted: bool = True) -> str:
-        """The label value for ``service``; ``counted=False`` at scrape time, where the
-        same spans are seen again on every scrape."""
-        if service in self._services:
-            return service
-        if len(self._services) < self.max_services and service != OVERFLOW_SERVICE:
-            self._services.add(service)
-            return service
-        if counted:
-            self.overflow["service"] += 1
-        return OVERFLOW_SERVICE
-
-    def kind(self, kind: str, counted: bool = True) -> str:
-        """The label value for ``kind``."""
-        if kind in KINDS:
-            return kind
-        if counted:
-            self.overflow["kind"] += 1
-        return OTHER_KIND
-
-    def span(self, span: OpenSpan) -> tuple[str, str]:
-        """The ``(service, kind)`` label values of one span, counted."""
-        return self.service(span.process.service), self.kind(span.kind)
-
-
 class IngestStats:
-    """What ingest accepted and rejected."""
+    """What ingest accepted and rejected. ``rejected`` tallies refusals by reason,
+    whatever was refused (a request, a span start, a connection): each reason is
+    served under the metric of its unit (:data:`REJECTION_UNITS`)."""
 
     def __init__(self, labels: BoundedLabels | None = None) -> None:
         self.labels = labels or BoundedLabels()
@@ -219,11 +213,12 @@ class WatchdogCollector(Collector):
         yield oldest
 
         yield _counter(
-            PREFIX + "hung_spans",
+            PREFIX + "hung_spans_detected",
             "Spans flagged as hung since the sidecar started.",
             labels,
             self.span_stats.hung_total,
         )
+        yield _alias(PREFIX + "hung_spans_total", labels, self.span_stats.hung_total)
 
         yield _counter(
             PREFIX + "orphaned_spans",
@@ -245,7 +240,7 @@ class WatchdogCollector(Collector):
             "Duration of spans that ended (bucket edges include every configured threshold).",
             labels=labels,
         )
-        edges = [*(_format(edge) for edge in self.span_stats.edges), "+Inf"]
+        edges = [_go_float(edge) for edge in (*self.span_stats.edges, math.inf)]
         for key, histogram in sorted(self.span_stats.durations.items()):
             running, buckets = 0, []
             for edge, count in zip(edges, histogram.counts, strict=True):
@@ -272,13 +267,7 @@ class WatchdogCollector(Collector):
             ["service"],
             self.registry.sender_errors,
         )
-        yield _counter(
-            PREFIX + "events_rejected",
-            "Requests to the ingest endpoint refused, by reason (for open_span_limit: span "
-            "starts refused past limits.max_open_spans).",
-            ["reason"],
-            self.ingest.rejected,
-        )
+        yield from self._rejections()
         yield _counter(
             PREFIX + "label_overflow",
             "Metric updates whose label value was folded: a service past "
@@ -324,6 +313,88 @@ class WatchdogCollector(Collector):
         info.add_metric([self.version, platform.python_version()], 1)
         yield info
 
+    def _rejections(self) -> Iterable[Metric]:
+        """One counter per unit, from the one tally of rejections by reason."""
+        by_unit: dict[str, Counter[str]] = {
+            "requests": Counter(),
+            # Every reason of these two has a series from the start, so that a first
+            # refusal shows as an increase.
+            "spans": Counter({r: 0 for r, u in REJECTION_UNITS.items() if u == "spans"}),
+            "connections": Counter(
+                {r: 0 for r, u in REJECTION_UNITS.items() if u == "connections"}
+            ),
+        }
+        legacy: Counter[str] = Counter()
+        for reason, count in self.ingest.rejected.items():
+            by_unit[REJECTION_UNITS.get(reason, "requests")][reason] += count
+            # The old name knew connection timeouts as request timeouts.
+            legacy["request_timeout" if reason == HEADER_TIMEOUT else reason] += count
+        yield _counter(
+            PREFIX + "ingest_requests_rejected",
+            "Requests to the ingest endpoint (POST /v1/events) refused, by reason.",
+            ["reason"],
+            by_unit["requests"],
+        )
+        yield _counter(
+            PREFIX + "spans_rejected",
+            "Span starts refused, by reason (open_span_limit: past limits.max_open_spans); "
+            "a refused span is not watched.",
+            ["reason"],
+            by_unit["spans"],
+        )
+        yield _counter(
+            PREFIX + "connections_rejected",
+            "Connections closed with a 408, by reason (header_timeout: the request line and "
+            "headers did not arrive within limits.request_timeout).",
+            ["reason"],
+            by_unit["connections"],
+        )
+        yield _alias(PREFIX + "events_rejected_total", ["reason"], legacy)
+
+
+def register_process_collectors(registry: CollectorRegistry) -> None:
+    """Add the sidecar's own ``process_*``, ``python_gc_*`` and ``python_info`` metrics
+    (prometheus_client's collectors) to ``registry``. A second call for the same
+    registry raises ``ValueError`` (one without ``auto_describe`` would not notice)."""
+    if registry in _WITH_PROCESS:
+        raise ValueError("the process collectors are already registered on this registry")
+    _WITH_PROCESS.add(registry)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+
+def render(registry: Collector, accept: str | None) -> tuple[bytes, str]:
+    """``registry``'s metrics in the format the ``Accept`` header asks for, and its
+    content type: OpenMetrics for ``application/openmetrics-text``, the Prometheus text
+    format otherwise (prometheus_client's own negotiation)."""
+    encoder, content_type = choose_encoder(accept or "")
+    if content_type.startswith("application/openmetrics-text"):
+        return encoder(_OpenMetricsView(registry)), content_type
+    return encoder(registry), content_type
+
+
+class _OpenMetricsView(Collector):
+    """``source`` as OpenMetrics may serve it: see :data:`_CLASHING_ALIASES`."""
+
+    def __init__(self, source: Collector) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        """The source's families, clashing aliases retyped."""
+        for family in self.source.collect():
+            if family.type == "counter" and family.name in _CLASHING_ALIASES:
+                retyped = Metric(family.name + "_total", family.documentation, "unknown")
+                retyped.samples = [s for s in family.samples if s.name == retyped.name]
+                yield retyped
+            else:
+                yield family
+
+
+def _alias(name: str, labels: list[str], counts: Mapping[Any, int]) -> CounterMetricFamily:
+    """A deprecated counter name, served with the same values as what replaced it."""
+    return _counter(name, f"Deprecated alias of {ALIASES[name]}, removed in 0.3.", labels, counts)
+
 
 def _counter(
     name: str, documentation: str, labels: list[str], counts: Mapping[Any, int]
@@ -333,7 +404,3 @@ def _counter(
     for key, value in sorted(counts.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
     return family
-
-
-def _format(edge: float) -> str:
-    return str(int(edge)) + ".0" if edge == int(edge) else repr(edge)

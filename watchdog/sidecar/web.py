@@ -1,7 +1,8 @@
 """The live page at ``/`` and the process listing behind it.
 
 The page is plain HTML, CSS and JavaScript under ``static/``, served by the sidecar
-itself (no build step, nothing from other hosts). It reads the same JSON API as any
+itself (no build step, nothing from other hosts): ``page.js`` is its entry module, and
+it imports the views under ``static/js/`` as ES modules. It reads the same JSON API as any
 script (``/v1/processes``, ``/v1/spans``, ``/v1/incidents``), so it needs no data of
 its own: the HTML shell is public, every request for data carries the token when the
 sidecar has one.
@@ -9,14 +10,16 @@ sidecar has one.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from watchdog.sidecar.alerts import iso
 from watchdog.sidecar.registry import OpenSpan, ProcessRecord, Registry
@@ -24,7 +27,8 @@ from watchdog.sidecar.registry import OpenSpan, ProcessRecord, Registry
 __all__ = ["STATIC", "find_spans", "page", "process_json", "processes_json", "static_files"]
 
 STATIC: Final = Path(__file__).with_name("static")
-# The page runs only its own files: no inline script, nothing from elsewhere.
+# The page runs only its own files: no inline script, nothing from elsewhere
+# (default-src 'self' is also the script-src its modules load under).
 _PAGE_HEADERS: Final = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
@@ -44,9 +48,32 @@ def page(version: str) -> HTMLResponse:
     return HTMLResponse(html, headers=_PAGE_HEADERS)
 
 
+class _PageFiles(StaticFiles):
+    """The files under ``static/``, scripts always labelled ``text/javascript``.
+
+    A browser refuses to run an ES module served under a type that is not JavaScript,
+    and StaticFiles takes the type from the host's MIME table (``/etc/mime.types``, the
+    Windows registry), which may say ``text/plain`` for ``.js`` or nothing at all.
+    """
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        # A 304 carries no content-type: nothing to correct.
+        if Path(full_path).suffix == ".js" and "content-type" in response.headers:
+            response.headers["content-type"] = "text/javascript; charset=utf-8"
+        return response
+
+
 def static_files() -> StaticFiles:
-    """The page's scripts and styles, to mount at ``/static``."""
-    return StaticFiles(directory=STATIC)
+    """The page's scripts and styles, to mount at ``/static``; every ``.js`` file is
+    served as ``text/javascript`` whatever the host's MIME table says."""
+    return _PageFiles(directory=STATIC)
 
 
 def process_json(

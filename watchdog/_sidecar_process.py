@@ -1,7 +1,11 @@
 """Run ``agents-watchdog serve`` as a child process and follow its JSON log.
 
-Used by the demo and by the tests, which need a real sidecar process: one that can be
-signalled, restarted on the same port, and read like an operator reads its log.
+The demo (``agents-watchdog demo``) needs a real sidecar process, so this ships with
+the package; it is no part of the sidecar itself: it runs in the parent, starts the
+sidecar through its command line and reads its log the way an operator does, which is
+why it lives beside ``demo.py`` rather than in ``watchdog/sidecar/``. The benchmarks
+and the tests use it too; what only failure scenarios need (killing the child,
+restarting it) is the tests' own, in ``tests/launcher.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["SidecarProcess"]
 
@@ -25,9 +29,9 @@ LogEntry = dict[str, Any]
 
 
 class SidecarProcess:
-    """A sidecar child process on loopback. ``config`` is TOML text; ``port`` 0 picks one
-    (kept across :meth:`restart`). Its environment drops inherited ``AGENTS_WATCHDOG_*``
-    variables, then adds ``env``."""
+    """A sidecar child process on loopback. ``config`` is TOML text; ``port`` 0 picks one,
+    which is kept: after :meth:`stop`, :meth:`start` listens on the same port again. Its
+    environment drops inherited ``AGENTS_WATCHDOG_*`` variables, then adds ``env``."""
 
     def __init__(
         self,
@@ -52,7 +56,7 @@ class SidecarProcess:
         """The child's pid while it runs."""
         return self._process.pid if self._process is not None else None
 
-    def start(self) -> SidecarProcess:
+    def start(self) -> Self:
         """Start the child and wait until it listens; raises ``RuntimeError`` if it does not."""
         config_path = Path(self._dir.name) / "sidecar.toml"
         config_path.write_text(self.config, encoding="utf-8")
@@ -144,24 +148,12 @@ class SidecarProcess:
             process.stderr.close()
         return process.returncode
 
-    def kill(self) -> None:
-        """SIGKILL: the sidecar dies without any shutdown."""
-        process = self._process
-        if process is not None:
-            process.kill()
-        self.stop()
-
-    def restart(self) -> SidecarProcess:
-        """Stop and start again on the same port."""
-        self.stop()
-        return self.start()
-
     def close(self) -> None:
         """Stop the child and remove its files."""
         self.stop()
         self._dir.cleanup()
 
-    def __enter__(self) -> SidecarProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
