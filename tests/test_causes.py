@@ -299,7 +299,14 @@ def test_a_process_that_died_is_the_cause_of_its_orphans(
     wait_until(lambda: [s for s in spans(sidecar) if s["kind"] == "response"])
     app.kill()
     app.wait(10)
-    orphan = wait_until(lambda: next(iter(spans(sidecar, state="orphaned")), None), within=15)
+    try:
+        orphan = wait_until(lambda: next(iter(spans(sidecar, state="orphaned")), None), within=15)
+    except BaseException:
+        # What the sidecar knew of the process: its identity and state say why not.
+        listing = httpx.get(f"{sidecar.url}/v1/processes", timeout=5).text
+        identity = [e for e in sidecar.logs if e.get("event") == "process_identity"]
+        print(f"processes: {listing}\nidentity: {identity}")
+        raise
     assert f"its process (pid {app.pid}) died with the span open" in orphan["cause"]
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from agents import custom_span, trace
 
-import watchdog._sender as sender_module
+import watchdog._collect as collect_module
 from tests.recorder import Recorder
-from watchdog._sender import SHORT_SAMPLE
+from watchdog._collect import SHORT_SAMPLE
 from watchdog._transport import Transport
 from watchdog.processor import WatchdogProcessor
 from watchdog.protocol import SpanEnd, SpanStart
@@ -111,13 +111,13 @@ def test_the_sender_describes_a_sample_not_every_short_span(
     description of at most ``SHORT_SAMPLE`` of them per collection: its work follows
     the spans that stay open, not the ones that churn."""
     described: list[Any] = []
-    real = sender_module.describe_start  # type: ignore[attr-defined]
+    real = collect_module.describe_start  # type: ignore[attr-defined]
 
     def counting(obj: Any, info: Any) -> SpanStart:
         described.append(obj)
         return real(obj, info)
 
-    monkeypatch.setattr(sender_module, "describe_start", counting)
+    monkeypatch.setattr(collect_module, "describe_start", counting)
     processor = watch(recorder.url, flush_interval=5.0, heartbeat_interval=5.0)
     with trace("churn"):
         processor.force_flush()
@@ -249,7 +249,7 @@ def test_ids_and_records_of_ended_spans_are_not_kept(recorder: Recorder, watch: 
     sender = processor._sender
     assert sender is not None
     assert not processor._open and not processor._announced and not processor._queue
-    assert not sender._ids and not sender._unended and not sender._pending
+    assert not sender.collector._ids and not sender.collector._unended and not sender._pending
     assert len(processor._short) == 0
 
 

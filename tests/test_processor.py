@@ -19,7 +19,7 @@ from agents import Agent, custom_span, function_tool, trace
 from tests.agents_app import AppRun, model
 from tests.conftest import wait_until
 from tests.recorder import Recorder
-from watchdog._sender import SHORT_SAMPLE
+from watchdog._collect import SHORT_SAMPLE
 from watchdog.processor import WatchdogProcessor, install
 from watchdog.protocol import SpanEnd, SpanStart
 from watchdog.standin import StandInServer

@@ -1,36 +1,22 @@
-"""The processor's background thread: open-span state to the sidecar, in bulk.
+"""The processor's background thread: collect, batch, send, heartbeat, resync.
 
-The app's threads keep the state (see ``processor.py``): the exact set of open spans
-(one dict store and one pop per span, atomic under the GIL), the ends of spans the
-sidecar was told about, a few of the spans that came and went, and the parents those
-ran under. This thread never replays the app's events one by one. Once per
-``flush_interval`` it *collects*: a set difference in C between the open spans and
-those already announced gives the spans to announce; the ends the app recorded for
-announced spans give their end events; the rest of what started and ended meanwhile
-was never news to anyone. So its cost grows with the spans that stay open across a
-send, not with the spans that come and go.
+What the app's threads record and how it becomes events is ``_collect.py``; this thread
+owns the rest: the connection to the sidecar, the backlog, resyncs and commands.
 
 Delivery rules:
 - A span open at a collection is announced (a start event) in the send that follows
   at once; its end is sent with the time the app recorded. Collections run every
-  ``flush_interval``; an idle process sends one heartbeat per ``heartbeat_interval``.
+  ``flush_interval`` whether or not the sidecar answers, so the app's buffers stay
+  small; an idle process sends one heartbeat per ``heartbeat_interval``.
 - After any failed send, or when the sidecar's id changes (it restarted), or when the
   sidecar asks, the next batch carries a *resync*: every span open right now, from the
   app threads' own record. The sidecar treats it as the truth, so events lost in an
   outage can neither leave a phantom span nor hide a real one.
-- A span that begins and ends between two collections is *short*. The app keeps the
-  last ``SHORT_SAMPLE`` of them in a ring (a bounded deque): those are sent in full,
-  start and end, for durations and learned thresholds; the rest are counted
-  (``summarised`` in the heartbeat). Whenever at most ``SHORT_SAMPLE`` short spans end
-  between two collections (256 a second at the default interval), every one is sent.
-  Beyond that the sample is the last ``SHORT_SAMPLE`` to end in each interval: its
-  durations are those of the spans that ended in the interval's tail, which differ from
-  the whole interval's only if the mix of spans changes within one interval.
-- The parent of every short span (its span, or its trace) is recorded by the app, so a
-  container whose children churn is reported active and never looks idle. The set is
-  capped (``MAX_ACTIVE`` ids per interval); past the cap every announced span is
-  reported active for that interval — never a false alarm, at worst an idle container
-  noticed one interval late.
+- While the sidecar cannot be reached, events wait in a backlog of at most
+  ``max_pending``; past it the oldest go (counted as dropped) and a resync follows.
+
+Why one module (over 400 lines): the loop, its sends and its recovery from failures
+share the backlog and the resync flags, which are only right when read together.
 """
 
 from __future__ import annotations
@@ -40,19 +26,17 @@ import importlib.metadata
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final
 
 import msgspec
 
 from watchdog._clients import default_client_timeouts
+from watchdog._collect import Collector, Record
 from watchdog._control import LoopProbes, execute
-from watchdog._describe import OpenInfo, describe_start, failed, parent_of, span_id_of
 from watchdog._transport import Transport
 from watchdog.protocol import (
     MAX_ID_LENGTH,
@@ -64,7 +48,6 @@ from watchdog.protocol import (
     Event,
     Heartbeat,
     ProcessInfo,
-    SpanEnd,
     SpanStart,
     decode_reply,
     encode,
@@ -75,41 +58,9 @@ from watchdog.protocol import (
 # The hot path reads the same clock (``from time import monotonic`` in processor.py).
 _monotonic: Final = time.monotonic
 
-# Short spans the app keeps per collection, sent in full (see the module docstring).
-SHORT_SAMPLE: Final = 64
-# Bound on the parents of short spans the app records per collection, and on the
-# active ids kept for delivery across an outage.
-MAX_ACTIVE: Final = 100_000
 
 logger = logging.getLogger("watchdog.processor")
 THREAD_NAME: Final = "agents-watchdog-sender"
-
-
-class Record(Protocol):
-    """What the app's threads keep for the sender (``WatchdogProcessor`` is one).
-
-    Written by the app's threads with single atomic operations, read and emptied here.
-    """
-
-    # span -> (start time, thread id, task): every span open right now.
-    _open: dict[Any, OpenInfo]
-    # span -> when it was announced: the app records the end of these in ``_queue``.
-    _announced: dict[Any, float]
-    _queue: deque[tuple[Any, float]]
-    # (span, its start record, end time) of the last short spans to end.
-    _short: deque[tuple[Any, OpenInfo, float]]
-    # Ids of the spans (or traces) that short spans ran under; swapped out here.
-    _active: set[str]
-    _max_active: int
-    _dropped: int
-
-    def _short_ended(self) -> int:
-        """Counts one short span; returns the count before (``itertools.count``)."""
-        ...
-
-    def _blind(self) -> tuple[str | None, str | None]:
-        """(the setting that hides runs, what to report now), see ``processor.py``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -164,10 +115,6 @@ def _client_timeouts() -> ClientTimeoutsInfo | None:
         return None
 
 
-def _event_time(event: Event) -> float:
-    return event.started if isinstance(event, SpanStart) else event.ended
-
-
 _warned: set[str] = set()
 
 
@@ -180,11 +127,6 @@ def warn_blind(reason: str) -> None:
     logger.warning("agents-watchdog cannot watch this process's agent runs: %s", reason)
 
 
-def _skipped() -> None:
-    # A span object that cannot be read is skipped, never fatal.
-    logger.debug("[non-fatal] agents-watchdog skipped an unreadable span", exc_info=True)
-
-
 class Sender:
     """Owns the connection to the sidecar for one processor in one process."""
 
@@ -194,28 +136,10 @@ class Sender:
         self._record = record
         self._event = threading.Event()
         self._pending: list[Event] = []
-        # Announced spans that were described: their wire ids, for their end events.
-        self._ids: dict[Any, str] = {}
-        # Announced spans gone from the open record with no end recorded yet: when
-        # first seen so. An end still on its way arrives within a collection.
-        self._unended: dict[Any, float] = {}
-        # The parents' set swapped out at the last collection, and its size then: an
-        # app thread that read it just before the swap may still add to it.
-        self._retired: set[str] = set()
-        self._retired_size = 0
-        self._active: set[str] = set()
-        # Short spans counted by the app, read through its counter (whose every read
-        # counts one too), and those sent in full.
-        self._count_reads = 0
-        self._short_sent = 0
-        self._short_seen = 0
-        self._summarised = 0
-        # Leaks found and not yet delivered; candidates seen by the last check.
-        self._leaked: list[str] = []
-        self._leak_candidates: set[Any] = set()
         self._next_leak_check = 0.0
         self._results: list[CommandResult] = []
         self._probes = LoopProbes()
+        self.collector = Collector(record, self._pending, self._probes)
         self._lost = 0
         self._dropped_seen = 0
         self._seq = 0
@@ -386,216 +310,26 @@ class Sender:
         for waiter in waiters:
             waiter.set()
 
-    # -- collecting the app's record ----------------------------------------------------
-
     def _collect(self) -> None:
-        """Turn what changed in the app's record since the last collection into events:
-        starts of spans open now and not yet announced, ends of announced spans, the
-        short spans the app kept, and the parents of short spans (activity)."""
-        record = self._record
-        pending = self._pending
-        before = len(pending)
-        announced = record._announced
-        # dict.copy() runs in C without releasing the GIL: a consistent view of what is
-        # open, with each span's start record, even while the app's threads go on.
-        opened = record._open.copy()
-        fresh = opened.keys() - announced.keys()
-        if fresh:
-            now = _monotonic()
-            # From here on the app records the ends of these spans for this thread.
-            announced.update(dict.fromkeys(fresh, now))
-            self._announce(fresh, opened)
-        self._take_ends(record._queue)
-        self._take_short(record._short)
-        self._take_activity(record)
-        self._ends_never_recorded(record)
-        dropped = record._dropped
+        """Bring pending events up to date with the app's record; keep them bounded."""
+        self.collector.collect()
+        dropped = self._record._dropped
         if dropped != self._dropped_seen:
             # Ends (or starts, past the open-span cap) the app could not record: only a
             # resync can make up for them.
             self._dropped_seen = dropped
             self._need_resync = True
-        excess = len(pending) - self.settings.max_pending
+        excess = len(self._pending) - self.settings.max_pending
         if excess > 0:
             # The resync that follows restores the open set exactly; what is lost here
             # is only the timing of spans that started and ended meanwhile.
-            del pending[:excess]
+            del self._pending[:excess]
             self._lost += excess
             self._need_resync = True
-        if len(pending) > before + 1:
-            # Order matters when ids repeat (apps choose trace ids, retries reuse them):
-            # a span that started and ended, then another with its id that is still
-            # open, must reach the sidecar as start, end, start. Only this collection's
-            # events need it: a backlog kept through an outage is in order already.
-            pending[before:] = sorted(pending[before:], key=_event_time)
-
-    def _announce(self, spans: set[Any], opened: dict[Any, OpenInfo]) -> None:
-        pending, ids, probes = self._pending, self._ids, self._probes
-        for obj in spans:
-            info = opened[obj]
-            try:
-                start = describe_start(obj, info)
-            except Exception:
-                _skipped()  # stays announced, never described: its end is not news
-                continue
-            ids[obj] = start.span_id
-            pending.append(start)
-            if info[2] is not None:
-                probes.saw(info[2], info[1])
-
-    def _end(self, obj: Any, ended: float) -> None:
-        """An announced span ended at ``ended``: its end event, once."""
-        if self._record._announced.pop(obj, None) is None:
-            return  # ended already, or handed over as a leak
-        self._unended.pop(obj, None)
-        span_id = self._ids.pop(obj, None)
-        if span_id is not None:
-            self._pending.append(SpanEnd(span_id, ended, failed(obj)))
-
-    def _take_ends(self, queue: deque[tuple[Any, float]]) -> None:
-        popleft = queue.popleft
-        # len() first: the app's threads append meanwhile, and what they add now is
-        # taken at the next collection.
-        for _ in range(len(queue)):
-            obj, ended = popleft()
-            self._end(obj, ended)
-
-    def _take_short(self, short: deque[tuple[Any, OpenInfo, float]]) -> None:
-        announced, pending, probes = self._record._announced, self._pending, self._probes
-        popleft = short.popleft
-        for _ in range(len(short)):
-            obj, info, ended = popleft()
-            self._short_seen += 1
-            if obj in announced:
-                # It ended while this thread announced it: the app took it for short.
-                self._end(obj, ended)
-                self._short_sent += 1
-                continue
-            try:
-                start = describe_start(obj, info)
-                pending += (start, SpanEnd(start.span_id, ended, failed(obj)))
-            except Exception:
-                _skipped()
-                continue
-            self._short_sent += 1
-            if info[2] is not None:
-                probes.saw(info[2], info[1])
-
-    def _take_activity(self, record: Record) -> None:
-        """Report the announced spans that short spans ran under as active."""
-        current = record._active
-        record._active = set()
-        marks = current
-        if len(self._retired) != self._retired_size:
-            # Parents added by app threads that read the set just before the last swap.
-            marks = current | self._retired
-        self._retired, self._retired_size = current, len(current)
-        if not marks:
-            return
-        announced = set(self._ids.values())
-        # Past the cap, too many to tell apart in this interval: every announced span
-        # counts as active, so no container is taken for idle (it is judged a step later).
-        found = announced if len(current) >= record._max_active else marks & announced
-        room = MAX_ACTIVE - len(self._active)
-        if room > 0:
-            self._active |= found if len(found) <= room else set(list(found)[:room])
-
-    def _ends_never_recorded(self, record: Record) -> None:
-        """Announced spans gone from the open record whose end the app did not record.
-
-        The app records an end right after removing the span from its record, so one
-        collection later it has arrived — unless it was lost (the queue was full: a
-        drop, counted, followed by a resync). Such a span ends at the time it was first
-        seen gone: at most one ``flush_interval`` late."""
-        gone = record._announced.keys() - record._open.keys()
-        if not gone and not self._unended:
-            return
-        now = _monotonic()
-        unended = self._unended
-        for obj in gone:
-            first_seen = unended.get(obj)
-            if first_seen is None:
-                unended[obj] = now
-            else:
-                self._end(obj, first_seen)
-        for obj in [obj for obj in unended if obj not in gone]:
-            del unended[obj]  # back in the record (a key reused by an app), or ended
-
-    def short_summarised(self) -> int:
-        """Short spans the app counted and this thread did not send in full: a running
-        count that never goes back (the sidecar adds its increments up). Exact once the
-        app is quiet; while it runs, a span counted but not yet taken (or taken but not
-        yet counted) moves a unit between this report and the next."""
-        counted = self._record._short_ended() - self._count_reads
-        self._count_reads += 1
-        self._summarised = max(self._summarised, counted - self._short_sent)
-        return self._summarised
 
     def _snapshot(self) -> list[SpanStart]:
-        """Every span open right now, from the app threads' own record; each becomes
-        announced, so its end is sent whenever it comes."""
-        record = self._record
-        opened = record._open.copy()
-        now = _monotonic()
-        announced = record._announced
-        fresh = opened.keys() - announced.keys()
-        announced.update(dict.fromkeys(fresh, now))
-        snapshot = []
-        for obj, info in opened.items():
-            try:
-                start = describe_start(obj, info)
-            except Exception:
-                _skipped()
-                continue
-            self._ids[obj] = start.span_id
-            snapshot.append(start)
-        return snapshot
-
-    def _find_leaks(self) -> None:
-        """Find open spans that can never end, and stop reporting them as open.
-
-        A span whose owning task is done (or whose thread has exited) was left open by
-        code that will never run again — an SDK cleanup path that was cancelled, a
-        span started by hand and forgotten. Reported open, it would be flagged hung
-        for ever. It is a leak when its owner is gone, no open span beneath it has a
-        live owner (a run it started may go on in another task), and the last check
-        found the same (a span being ended right now is not mistaken for one)."""
-        record = self._record
-        opened = record._open.copy()
-        threads = sys._current_frames().keys()
-        gone = set()
-        for obj, info in opened.items():
-            task = info[2]
-            if task.done() if task is not None else info[1] not in threads:
-                gone.add(obj)
-        if not gone:
-            self._leak_candidates = set()
-            return
-        keys = {span_id_of(obj): obj for obj in opened}
-        protected: set[Any] = set()
-        for obj in opened:
-            if obj in gone:
-                continue
-            parent = parent_of(obj)
-            for _ in range(64):
-                ancestor = keys.get(parent) if parent is not None else None
-                if ancestor is None or ancestor in protected:
-                    break
-                protected.add(ancestor)
-                parent = parent_of(ancestor)
-        candidates = gone - protected
-        leaked = candidates & self._leak_candidates
-        self._leak_candidates = candidates - leaked
-        for obj in leaked:
-            if record._open.pop(obj, None) is not None:
-                # Reported as a leak, not as an end.
-                record._announced.pop(obj, None)
-                self._ids.pop(obj, None)
-                self._unended.pop(obj, None)
-                # Bounded while undelivered: past it, the resync that follows a failed
-                # send removes them at the sidecar all the same (as ended, time unknown).
-                if len(self._leaked) < MAX_ACTIVE:
-                    self._leaked.append(span_id_of(obj))
+        """Every span open right now (the resync), each announced from now on."""
+        return self.collector.snapshot()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -621,7 +355,7 @@ class Sender:
         now = _monotonic()
         if now >= self._next_leak_check:
             self._next_leak_check = now + self.settings.heartbeat_interval
-            self._find_leaks()
+            self.collector.find_leaks()
         blind_setting, blind = record._blind()
         if blind_setting is not None:
             warn_blind(blind_setting)  # once per setting: it remembers
@@ -636,7 +370,7 @@ class Sender:
                 dropped_events=record._dropped + self._lost,
                 wall_minus_mono=time.time() - now,
                 loops=self._probes.report(now),
-                summarised=self.short_summarised(),
+                summarised=self.collector.short_summarised(),
                 sender_errors=self._errors,
                 blind=blind,
             ),
@@ -644,8 +378,8 @@ class Sender:
             resync=self._snapshot() if resync else None,
             goodbye=goodbye,
             results=self._results,
-            active=[key[:MAX_ID_LENGTH] for key in self._active],
-            leaked=self._leaked,
+            active=[key[:MAX_ID_LENGTH] for key in self.collector.active],
+            leaked=self.collector.leaked,
         )
         timeout = self.settings.request_timeout
         if self._stopping:
@@ -664,8 +398,8 @@ class Sender:
             logger.warning("agents-watchdog: sidecar at %s reachable again", self.settings.url)
         self._error_streak = 0
         self._results = []
-        self._active.clear()  # delivered
-        self._leaked = []
+        self.collector.active.clear()  # delivered
+        self.collector.leaked = []
         for command in reply.commands:
             self._results.append(execute(command, record._open))
         restarted = self._sidecar_id is not None and reply.sidecar_id != self._sidecar_id

@@ -3,7 +3,7 @@
 The demo (``agents-watchdog demo``) needs a real sidecar process, so this ships with
 the package; it is no part of the sidecar itself: it runs in the parent, starts the
 sidecar through its command line and reads its log the way an operator does, which is
-why it lives beside ``demo.py`` rather than in ``watchdog/sidecar/``. The benchmarks
+why it lives beside ``demo/`` rather than in ``watchdog/sidecar/``. The benchmarks
 and the tests use it too; what only failure scenarios need (killing the child,
 restarting it) is the tests' own, in ``tests/launcher.py``.
 """

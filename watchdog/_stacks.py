@@ -1,6 +1,12 @@
 """In the app: where a span's work is stuck — the chain of awaits of its asyncio task,
 followed into whatever it waits on, and the frames of the thread that opened it.
 
+Why one module (over 400 lines): it is one walk. The helpers that see through C
+iterators, find the tasks a future stands for and the thread behind an executor future
+all feed one visited set and one set of bounds (the ``_MAX_*`` figures below), and each
+is only correct together with the others; apart, a reader would have to hold several
+files open to follow one step of the walk.
+
 Runs on the sender thread, on request only (never on the hot path). It reads other
 threads' frames and tasks that belong to other event loops: everything here only reads,
 and what it reads may change under it, so every walk is bounded and tolerant of a

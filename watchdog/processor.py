@@ -22,6 +22,10 @@ Contract of :class:`WatchdogProcessor`, kept true by design:
   interface allows, and never for longer than their timeout.
 - After ``os.fork()`` the child starts clean: new identity, empty queue, no thread
   until its first span.
+
+Why one module (past 400 lines): the hot path, the lifecycle whose state it reads
+(start, fork, shutdown) and ``install()`` are the app's whole contract with the SDK,
+read together.
 """
 
 from __future__ import annotations
@@ -40,16 +44,15 @@ from typing import TYPE_CHECKING, Any, Final
 from agents.tracing import (
     TracingProcessor,
     add_trace_processor,
-    get_current_trace,
-    get_trace_provider,
     set_trace_processors,
 )
-from agents.tracing.traces import NoOpTrace
 
+from watchdog._blind import globally_disabled, reason, watch_for_blindness
+from watchdog._collect import MAX_ACTIVE, SHORT_SAMPLE
 from watchdog._control import abortable
 from watchdog._describe import OpenInfo
 from watchdog._runs import RunAborted, aborted, guard_runs
-from watchdog._sender import MAX_ACTIVE, SHORT_SAMPLE, Sender, SenderSettings
+from watchdog._sender import Sender, SenderSettings
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
@@ -167,7 +170,7 @@ class WatchdogProcessor(TracingProcessor):
         self._dropped = 0
         # Blindness (see install): why runs go unseen, and the untraced runs in progress.
         # Which setting hides runs ("env", "manual", "run", "removed"); the words are
-        # put together on the sender thread, not on the app's (see _reason).
+        # put together on the sender thread, not on the app's (see _blind.reason).
         self._blind_kind: str | None = None
         self._untraced: dict[Any, float] = {}
         self._untraced_runs = 0
@@ -325,7 +328,7 @@ class WatchdogProcessor(TracingProcessor):
 
     def _blind(self) -> tuple[str | None, str | None]:
         kind = self._blind_kind
-        return (None if kind is None else _reason(kind)), self.blindness()
+        return (None if kind is None else reason(kind)), self.blindness()
 
     def blindness(self) -> str | None:
         """Why this process's runs cannot be watched right now, or None when they can.
@@ -335,16 +338,14 @@ class WatchdogProcessor(TracingProcessor):
         kind = self._blind_kind
         if kind is None:
             return None
-        reason = _reason(kind)
+        why = reason(kind)
         untraced = len(self._untraced)
         if untraced:
-            return f"{reason} ({untraced} untraced run(s) in progress)"
-        if _globally_disabled(self._provider) is not None:
-            return reason
+            return f"{why} ({untraced} untraced run(s) in progress)"
+        if globally_disabled(self._provider) is not None:
+            return why
         if monotonic() - self._untraced_last < BLIND_HOLD:
-            return (
-                f"{reason} (last untraced run ended {monotonic() - self._untraced_last:.0f} s ago)"
-            )
+            return f"{why} (last untraced run ended {monotonic() - self._untraced_last:.0f} s ago)"
         return None
 
     @property
@@ -424,123 +425,8 @@ def install(
         else:
             add_trace_processor(processor)
         _installed = processor
-        _watch_for_blindness(processor)
+        watch_for_blindness(processor, lambda: _installed)
         return processor
-
-
-# What to say, per setting that hides runs from the processor: the setting, and the fix.
-_FIXES: Final = {
-    "env": "unset it; to watch without exporting traces to OpenAI, use "
-    "install(replace_default=True) instead",
-    "manual": "remove that call; to watch without exporting traces to OpenAI, use "
-    "install(replace_default=True) instead",
-    "run": "drop tracing_disabled from the RunConfig; to keep traces away from OpenAI while "
-    "watching, use install(replace_default=True)",
-    "removed": "call install() after set_trace_processors(), or include the installed "
-    "processor in the list",
-}
-
-
-def _globally_disabled(provider: Any) -> str | None:
-    """Which process-wide setting turns the SDK's tracing off, or None."""
-    if provider is None or not getattr(provider, "_disabled", False):
-        return None
-    if getattr(provider, "_manual_disabled", None):
-        return "manual"
-    return "env"
-
-
-def _reason(kind: str) -> str:
-    setting = {
-        "env": "OPENAI_AGENTS_DISABLE_TRACING="
-        + os.environ.get("OPENAI_AGENTS_DISABLE_TRACING", "1"),
-        "manual": "agents.set_tracing_disabled(True)",
-        "run": "RunConfig(tracing_disabled=True) (or trace(..., disabled=True))",
-        "removed": "the WatchdogProcessor is no longer among the SDK's trace processors",
-    }[kind]
-    return f"tracing is off: {setting}; fix: {_FIXES[kind]}"
-
-
-class _UntracedRun(NoOpTrace):
-    """The SDK's disabled trace, telling the processor while a run it cannot see is in
-    progress. Behaves exactly as ``NoOpTrace`` otherwise."""
-
-    def __init__(self, untraced: dict[Any, float]) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._untraced = untraced
-
-    def start(self, mark_as_current: bool = False) -> None:
-        """Start as ``NoOpTrace`` does; an untraced run is now in progress."""
-        super().start(mark_as_current)
-        self._untraced[self] = monotonic()
-
-    def finish(self, reset_current: bool = False) -> None:
-        """Finish as ``NoOpTrace`` does; the untraced run is over."""
-        self._untraced.pop(self, None)
-        super().finish(reset_current)
-
-
-def _watch_for_blindness(processor: WatchdogProcessor) -> None:
-    """Let the installed processor learn of runs the SDK's tracing keeps from it.
-
-    With tracing off — ``OPENAI_AGENTS_DISABLE_TRACING``, ``set_tracing_disabled(True)``
-    or ``RunConfig(tracing_disabled=True)`` — the SDK calls no processor at all, so a
-    hang would go unseen with nothing to say so. The one place all three pass through
-    is the trace provider's ``create_trace``: wrapped here once (on the instance, so
-    the provider's class and every ``isinstance`` check stay as they were), it tells
-    the installed processor of each run it will not see. Once per run, never per span.
-    """
-    try:
-        provider = get_trace_provider()
-        processor._provider = provider
-        if not getattr(provider.create_trace, "_agents_watchdog", False):
-            wrapped = _watched_create_trace(provider, provider.create_trace)
-            provider.create_trace = wrapped  # type: ignore[method-assign]
-    except Exception:
-        return  # a provider we cannot wrap: watching goes on as before
-    kind = _globally_disabled(provider)
-    if kind is not None:
-        # Said now, at install: the first run may be hours away.
-        _warn(_reason(kind))
-
-
-def _watched_create_trace(provider: Any, create_trace: Any) -> Any:
-    def watched_create_trace(*args: Any, **kwargs: Any) -> Any:
-        trace = create_trace(*args, **kwargs)
-        processor = _installed
-        if processor is None:
-            return trace
-        try:
-            if isinstance(trace, NoOpTrace):
-                # Inside an untraced run already (the SDK masks a streamed run twice,
-                # the second living as long as the stream): the same run, counted once.
-                if not isinstance(get_current_trace(), _UntracedRun):
-                    processor._untraced_run(_globally_disabled(provider) or "run")
-                if type(trace) is NoOpTrace:
-                    return _UntracedRun(processor._untraced)
-            else:
-                processors = _processors_of(provider)
-                if processors is not None and processor not in processors:
-                    processor._untraced_run("removed")
-        except Exception:
-            pass  # the app must never see a watchdog failure
-        return trace
-
-    watched_create_trace._agents_watchdog = True  # type: ignore[attr-defined]
-    return watched_create_trace
-
-
-def _processors_of(provider: Any) -> tuple[Any, ...] | None:
-    """The provider's processors, where it keeps them as the SDK's default one does."""
-    multi = getattr(provider, "_multi_processor", None)
-    processors = getattr(multi, "_processors", None)
-    return processors if isinstance(processors, tuple) else None
-
-
-def _warn(reason: str) -> None:
-    from watchdog._sender import warn_blind
-
-    warn_blind(reason)
 
 
 def _program_name() -> str:

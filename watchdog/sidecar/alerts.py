@@ -3,24 +3,34 @@
 ``AlertBook`` listens to the registry. A span flagged as hung raises ``AgentSpanHung``
 (deduplicated by process and span); the span ending, becoming active again, or its
 process leaving resolves it. Every change goes to the dispatcher, which hands a copy to
-each sink whose filter accepts it. The payload builders here are shared by the sinks:
-Alertmanager's webhook format (version 4) and its v2 API, and Slack's blocks.
+each sink whose filter accepts it. What an alert holds and the formats sinks send it in
+(Alertmanager's webhook format and v2 API, Slack's blocks) are in ``payloads.py``,
+re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Final
 
+from watchdog.sidecar.payloads import (
+    Alert,
+    alertmanager_alert,
+    iso,
+    slack_message,
+    webhook_payload,
+)
 from watchdog.sidecar.registry import OpenSpan, ProcessRecord, RegistryListener, unknown_end
 
 __all__ = [
+    "LOOP_BLOCKED",
+    "PROCESS_BLIND",
+    "PROCESS_UNRESPONSIVE",
+    "SPANS_ORPHANED",
+    "SPAN_HUNG",
     "Alert",
     "AlertBook",
     "alertmanager_alert",
@@ -34,51 +44,6 @@ PROCESS_UNRESPONSIVE: Final = "AgentProcessUnresponsive"
 SPANS_ORPHANED: Final = "AgentSpansOrphaned"
 LOOP_BLOCKED: Final = "AgentEventLoopBlocked"
 PROCESS_BLIND: Final = "AgentProcessBlind"
-# Alertmanager's "no end time": an alert that is still firing.
-ZERO_TIME: Final = "0001-01-01T00:00:00Z"
-
-Status = Literal["firing", "resolved"]
-
-
-# The years 1 to 9999, which is all datetime (and RFC 3339) can write.
-_EARLIEST: Final = -62_135_596_800.0
-_LATEST: Final = 253_402_300_799.0
-
-
-def iso(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds, as Alertmanager writes it. Times an app made
-    up (a span that starts in the year 40000) are written as the nearest one there is."""
-    seconds = min(max(seconds, _EARLIEST), _LATEST) if not math.isnan(seconds) else 0.0
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert as sinks see it: a snapshot, safe to hand to another task."""
-
-    key: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    starts_at: float
-    generator_url: str
-    status: Status = "firing"
-    ends_at: float | None = None
-    announce: bool = True  # False: already announced before a sidecar restart
-
-    @property
-    def fingerprint(self) -> str:
-        """A stable id for the alert, from its labels (as Alertmanager derives one)."""
-        text = "\x00".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    @property
-    def alertname(self) -> str:
-        """The alert's name label."""
-        return self.labels["alertname"]
 
 
 def _duration(seconds: float) -> str:
@@ -334,103 +299,3 @@ class AlertBook(RegistryListener):
                 announce=True,
             )
         )
-
-
-def webhook_alert(alert: Alert) -> dict[str, Any]:
-    """One entry of a webhook payload's ``alerts`` list."""
-    return {
-        "status": alert.status,
-        "labels": alert.labels,
-        "annotations": alert.annotations,
-        "startsAt": iso(alert.starts_at),
-        "endsAt": ZERO_TIME if alert.ends_at is None else iso(alert.ends_at),
-        "generatorURL": alert.generator_url,
-        "fingerprint": alert.fingerprint,
-    }
-
-
-def webhook_payload(alert: Alert, receiver: str, external_url: str) -> dict[str, Any]:
-    """The Alertmanager webhook payload, version 4, for one alert (a group of one)."""
-    group = ",".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()))
-    return {
-        "version": "4",
-        "groupKey": f"{{}}:{{{group}}}",
-        "truncatedAlerts": 0,
-        "status": alert.status,
-        "receiver": receiver,
-        "groupLabels": {"alertname": alert.alertname},
-        "commonLabels": alert.labels,
-        "commonAnnotations": alert.annotations,
-        "externalURL": external_url,
-        "alerts": [webhook_alert(alert)],
-    }
-
-
-def alertmanager_alert(alert: Alert, resend_until: float) -> dict[str, Any]:
-    """One alert for Alertmanager's ``POST /api/v2/alerts``.
-
-    A firing alert carries ``endsAt`` a little past the next re-send, so Alertmanager
-    resolves it by itself if the sidecar disappears; a resolved one carries its end.
-    """
-    ends = resend_until if alert.ends_at is None else alert.ends_at
-    return {
-        "labels": alert.labels,
-        "annotations": alert.annotations,
-        "startsAt": iso(alert.starts_at),
-        "endsAt": iso(ends),
-        "generatorURL": alert.generator_url,
-    }
-
-
-def slack_message(alert: Alert) -> dict[str, Any]:
-    """An incoming-webhook message: plain ``text`` for notifications, ``blocks`` to read."""
-    firing = alert.status == "firing"
-    icon = ":rotating_light:" if firing else ":white_check_mark:"
-    title = f"{'FIRING' if firing else 'RESOLVED'}: {alert.annotations['summary']}"
-    body = alert.annotations["description"]
-    if not firing:
-        body += f"\n*Resolved:* {alert.annotations.get('resolution', '')}"
-    elif alert.annotations.get("cause"):
-        body += f"\n*Probable cause:* {alert.annotations['cause']}"
-    where = []
-    stack = alert.annotations.get("stack")
-    if firing and stack:
-        where.append({"type": "section", "text": {"type": "mrkdwn", "text": _stack_excerpt(stack)}})
-    return {
-        "text": f"{icon} {title}",
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}},
-            *where,
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": f"<{alert.generator_url}|Open in agents-watchdog> · "
-                        f"severity {alert.labels['severity']} · {alert.alertname}",
-                    }
-                ],
-            },
-        ],
-    }
-
-
-def _stack_excerpt(stack: str, limit: int = 2800) -> str:
-    """The innermost lines of the span's task that fit one Slack section (3,000
-    characters): where it waits. The whole stack is on the page and in the incident."""
-    lines = stack.splitlines()
-    # The task's chain comes first, its thread's frames after ("Thread ..."): keep the task.
-    end = next(
-        (i for i, line in enumerate(lines) if i > 0 and line.startswith("Thread ")), len(lines)
-    )
-    kept: list[str] = []
-    size = 0
-    for line in reversed(lines[:end]):
-        size += len(line) + 1
-        if size > limit:
-            break
-        kept.append(line)
-    kept.reverse()
-    omitted = "...\n" if len(kept) < end else ""
-    return "*Where it is stuck:*\n```" + omitted + "\n".join(kept) + "```"
