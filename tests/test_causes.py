@@ -297,6 +297,14 @@ def test_a_process_that_died_is_the_cause_of_its_orphans(
     sidecar = sidecar_factory(thresholds())
     app = apps("hang", sidecar.url, standin.url)
     wait_until(lambda: [s for s in spans(sidecar) if s["kind"] == "response"])
+    # Only a process whose pid was proven its own can be known dead (see identity.py):
+    # on a busy machine the proof may come a moment after its first spans.
+    wait_until(
+        lambda: any(
+            e.get("event") == "process_identity" and e.get("verified") and e.get("pid") == app.pid
+            for e in sidecar.logs
+        )
+    )
     app.kill()
     app.wait(10)
     try:
