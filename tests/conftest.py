@@ -17,8 +17,8 @@ from agents.models import _openai_shared
 from agents.tracing import set_trace_processors
 
 import watchdog.processor as processor_module
+from tests.launcher import SidecarProcess
 from watchdog.processor import WatchdogProcessor
-from watchdog.sidecar.launcher import SidecarProcess
 from watchdog.standin import StandInServer
 
 T = TypeVar("T")
@@ -30,15 +30,16 @@ TOOLS = REPO / ".tools" / "usr" / "bin"
 
 
 def need_tool(name: str, why: str) -> str:
-    """Path of a system tool (on PATH or unpacked by ``make tools`` into .tools/);
-    skips locally when missing, fails under CI=true."""
+    """Path of a system tool (on PATH, unpacked by scripts/fetch-tools.sh into .tools/, or
+    installed by pip beside the interpreter); skips locally when missing, fails under CI=true."""
     path = (
         shutil.which(name)
         or shutil.which(name, path=str(TOOLS))
         or shutil.which(name, path=str(Path(sys.executable).parent))  # pip-installed tools
     )
     if path is None:
-        message = f"{name} not installed ({why}); `make tools` or the dev extras provide it"
+        message = f"{name} not installed ({why}); `make test` fetches it where it can"
+        message += " (scripts/fetch-tools.sh, or pip's dev group)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -167,6 +167,13 @@ class Collector:
         if span_id is not None:
             self._pending.append(SpanEnd(span_id, ended, failed(obj)))
 
+    def take_ends(self) -> None:
+        """Only the ends of announced spans the app recorded (cheap: no copy)."""
+        before = len(self._pending)
+        self._take_ends(self._record._queue)
+        if len(self._pending) > before + 1:
+            self._pending[before:] = sorted(self._pending[before:], key=_event_time)
+
     def _take_ends(self, queue: deque[tuple[Any, float]]) -> None:
         popleft = queue.popleft
         # len() first: the app's threads append meanwhile, and what they add now is

@@ -135,6 +135,8 @@ class Sender:
         self.max_batch = settings.max_batch
         self._record = record
         self._event = threading.Event()
+        # Set by news() until the next send: more ends wait for that send quietly.
+        self._news = False
         self._pending: list[Event] = []
         self._next_leak_check = 0.0
         self._results: list[CommandResult] = []
@@ -173,6 +175,14 @@ class Sender:
     def wake(self) -> None:
         """Wake the thread now (a flush or a stop; the hot path never calls this)."""
         self._event.set()
+
+    def news(self) -> None:
+        """A span the sidecar knows of ended: its end leaves with the next send, without
+        waiting for the interval's collection. Wakes the thread at most once per send
+        (the Event's short lock, never per span)."""
+        if not self._news:
+            self._news = True
+            self._event.set()
 
     def flush(self, timeout: float) -> bool:
         """Block until what was recorded before this call was sent; False on timeout."""
@@ -262,14 +272,21 @@ class Sender:
         settings = self.settings
         now = _monotonic()
         next_heartbeat = now  # the first exchange registers the process
-        next_flush = now
+        next_flush = next_collect = now
         backing_off = False
         while True:
             # Cleared before looking: a wake from here on ends the wait below at once.
             self._event.clear()
             self._waiting += self._take_waiters()
             waiters = self._waiting
-            self._collect()
+            now = _monotonic()
+            if now >= next_collect or waiters or self._stopping:
+                self._collect()
+                next_collect = now + settings.flush_interval
+            else:
+                # Woken by news: the ends the app recorded, without the whole collection
+                # (whose cost grows with the open spans, so it keeps its pace).
+                self.collector.take_ends()
             now = _monotonic()
             stopping = self._stopping
             if (
@@ -281,6 +298,7 @@ class Sender:
                     and (self._resync_now or (bool(self._pending) and now >= next_flush))
                 )
             ):
+                self._news = False
                 ok = self._send_all(transport, goodbye=stopping)
                 self.warm.set()
                 self._waiting = []
@@ -296,8 +314,10 @@ class Sender:
                 backing_off = not ok
                 continue
             # Collections go on every interval, sent or not: the app's buffers stay
-            # small whatever the sidecar does.
-            wake_at = min(next_heartbeat, now + settings.flush_interval)
+            # small whatever the sidecar does; what is pending leaves at next_flush.
+            wake_at = min(next_heartbeat, next_collect)
+            if self._pending and not backing_off:
+                wake_at = min(wake_at, next_flush)
             self._event.wait(max(0.0, wake_at - now))
 
     def _take_waiters(self) -> list[threading.Event]:

@@ -8,8 +8,9 @@ Add one line to an app built on ``openai-agents``::
 Contract of :class:`WatchdogProcessor`, kept true by design:
 
 - ``on_trace_start``/``on_span_start``/``on_trace_end``/``on_span_end`` are thread-safe,
-  never block, never take a lock, never log, never raise, and allocate one small
-  tuple. On start they record what only the calling thread knows — a monotonic
+  never block, never take a lock (but at most once per collection, to wake the sender
+  when a span the sidecar knows of ends), never log, never raise, and allocate one
+  small tuple. On start they record what only the calling thread knows — a monotonic
   timestamp, its thread id, its running asyncio task — in the dict of open spans; on
   end they remove the span from it and note the end where the sender will look: for a
   span the sidecar was told about, in a bounded deque; for one that came and went
@@ -220,6 +221,9 @@ class WatchdogProcessor(TracingProcessor):
                     queue.append((span, ended))
                 else:
                     self._dropped += 1
+                sender = self._sender
+                if sender is not None:
+                    sender.news()
             elif info is not None:
                 self._short.append((span, info, ended))
                 self._short_ended()
@@ -244,6 +248,9 @@ class WatchdogProcessor(TracingProcessor):
                     queue.append((trace, ended))
                 else:
                     self._dropped += 1
+                sender = self._sender
+                if sender is not None:
+                    sender.news()
             elif info is not None:
                 self._short.append((trace, info, ended))
                 self._short_ended()
