@@ -1,5 +1,5 @@
 """An agent app, run as its own process, in which one kind of span hangs until the
-watchdog cancels it — one row of the README's abort table each.
+watchdog cancels it — one row of the abort table in docs/abort.md each.
 
     python -m tests.abort_app ROW SIDECAR_URL STANDIN_URL
 

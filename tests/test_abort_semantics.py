@@ -1,4 +1,4 @@
-"""One abort semantics, every row of the README's table: a real app process
+"""One abort semantics, every row of the table in docs/abort.md: a real app process
 (``tests.abort_app``) whose span of one kind hangs, a real sidecar whose rule cancels
 it, and the one outcome its caller may see — ``RunAborted``, an ``Exception``, from
 ``Runner.run``, ``Runner.run_sync`` or ``stream_events()``; never a bare

@@ -2,7 +2,7 @@
 Grafana dashboard, validated offline with the real tools.
 
 promtool and amtool come from Debian's packages (`make tools`), kubernetes-validate and
-hadolint from the dev extras. The dashboard's queries and the rules' metric names are
+hadolint from the dev dependency group. The dashboard's queries and the rules' metric names are
 checked against the /metrics of a real sidecar fed by the compose example's own app.
 Where no Docker engine runs, the image build test says so and skips (that is the only
 reason it may skip, under CI too): everything else about the image is checked here.
