@@ -167,3 +167,42 @@ def test_abort_without_a_configured_token_is_forbidden(sidecar_factory: Factory)
     response = httpx.post(f"{sidecar.url}/v1/spans/span_x/abort", json={"action": "cancel"})
     assert response.status_code == 403
     assert "needs a token" in response.json()["detail"]
+
+
+def test_the_grace_runs_from_when_the_app_is_told() -> None:
+    """Commands ride on the reply to the app's next batch, up to a heartbeat after they
+    are queued: the grace the app gets to act starts when it takes the command, so a
+    late heartbeat does not eat into it."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from watchdog.sidecar.abort import AbortLadder
+    from watchdog.sidecar.commands import CommandQueue
+    from watchdog.sidecar.config import AbortConfig
+
+    grace = 0.3
+    process = SimpleNamespace(service="svc", info=SimpleNamespace(instance_id="p1", pid=4242))
+    span = SimpleNamespace(
+        key="p1/s1", span_id="s1", trace_id="t1", kind="function", reason="open too long",
+        process=process, action="cancel",
+    )  # fmt: skip
+    steps: list[tuple[str, str]] = []
+    commands = CommandQueue()
+    ladder = AbortLadder(
+        AbortConfig(grace_seconds=grace),
+        Counter(),
+        lambda _span, step, outcome, _detail: steps.append((step, outcome)),
+        commands=commands,
+    )
+
+    async def climb() -> None:
+        ladder.start(span, "cancel", by="rule")  # type: ignore[arg-type]
+        await asyncio.sleep(grace * 0.8)  # the app's next batch comes late in the grace
+        assert [c.action for c in commands.take("p1")] == ["cancel"]
+        await asyncio.sleep(grace * 0.6)  # past the grace from the request, not from then
+        assert steps == [("cancel", "requested")]
+        await asyncio.sleep(grace * 0.8)
+        assert ("cancel", "timed_out") in steps
+        await ladder.stop()
+
+    asyncio.run(climb())

@@ -131,7 +131,11 @@ def test_the_ladder_goes_on_when_the_timeout_does_not_help(
     run = AppRun(standin, agent_with_tool(("tool=fetch_report", "reply=Done"), stubborn)).start()
     with pytest.raises(RunAborted, match="cancel requested by rule"):
         run.wait(timeout=20)
-    wait_until(lambda: ("cancel", "succeeded") in ladder(sidecar))
+    try:
+        wait_until(lambda: ("cancel", "succeeded") in ladder(sidecar))
+    except BaseException:
+        print([e for e in sidecar.logs if e.get("event") not in {"raw"}])  # the timeline
+        raise
     assert ladder(sidecar) == [
         ("timeout", "requested"),
         ("timeout", "timed_out"),

@@ -9,8 +9,10 @@ open after the grace, the ladder goes on as ``cancel``.
 span's task and the run's, and the run's caller gets ``RunAborted``); if the span has
 not ended ``grace_seconds`` later, every run with a span open in its trace. The first
 step is taken as soon as the span is flagged — its threshold was the wait — and each
-later one only while the span is still open, ``grace_seconds`` after the one before. Commands ride on the replies to
-the app's next batch (heartbeats come every second). ``dry_run`` records every step it
+later one only while the span is still open, ``grace_seconds`` after the app was told
+of the one before. Commands ride on the replies to the app's next batch (heartbeats
+come every second), so the grace runs from that reply (or, for an app that does not
+ask within ``grace_seconds``, from then). ``dry_run`` records every step it
 would take and sends nothing.
 
 Then, for ``terminate`` and ``kill``: SIGTERM, and (``kill``) SIGKILL, each followed by
@@ -149,7 +151,11 @@ class AbortLadder(RegistryListener):
                 if self.config.dry_run:
                     self._step(span, step, "dry_run", f"would send {step} (requested by {by})")
                 else:
-                    self._send(span, step, by)
+                    told = self._send(span, step, by)
+                    # The grace is the app's time to act, so it runs from when the app
+                    # is told (the reply to its next batch, within a heartbeat), or from
+                    # one grace on if it does not ask for its commands by then.
+                    await _first(self.config.grace_seconds, told, ladder.ended)
                 try:
                     await asyncio.wait_for(ladder.ended.wait(), self.config.grace_seconds)
                 except TimeoutError:
@@ -234,7 +240,9 @@ class AbortLadder(RegistryListener):
         sent.append(now)
         return True
 
-    def _send(self, span: OpenSpan, step: str, by: str) -> None:
+    def _send(self, span: OpenSpan, step: str, by: str) -> asyncio.Event:
+        """Queue the step's command; the Event is set when the app takes it."""
+        told = asyncio.Event()
         target = span.trace_id if step == "cancel_trace" else span.span_id
         action = step
         reason = (
@@ -243,9 +251,15 @@ class AbortLadder(RegistryListener):
         )
         key, instance = span.key, span.process.info.instance_id
         self.commands.issue(
-            instance, action, target, reason, lambda r: self._result(key, step, instance, r)
+            instance,
+            action,
+            target,
+            reason,
+            lambda r: self._result(key, step, instance, r),
+            on_taken=told.set,
         )
         self._step(span, step, "requested", f"requested by {by}")
+        return told
 
     def _step(self, span: OpenSpan, step: str, outcome: str, detail: str) -> None:
         self.outcomes[(step, outcome)] += 1
@@ -261,3 +275,13 @@ class AbortLadder(RegistryListener):
             trace_id=span.trace_id,
         )
         self.report(span, step, outcome, detail)
+
+
+async def _first(seconds: float, *events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set, or ``seconds``."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -22,6 +22,7 @@ class CommandQueue(RegistryListener):
     def __init__(self) -> None:
         self._waiting: dict[str, list[Command]] = {}
         self._handlers: dict[int, Callable[[CommandResult], None]] = {}
+        self._on_taken: dict[int, Callable[[], None]] = {}
         self._ids = itertools.count(1)
 
     def issue(
@@ -31,18 +32,27 @@ class CommandQueue(RegistryListener):
         span_id: str,
         reason: str,
         on_result: Callable[[CommandResult], None],
+        on_taken: Callable[[], None] | None = None,
     ) -> int:
-        """Queue a command; returns its id."""
+        """Queue a command; returns its id. ``on_taken`` is called when the process
+        takes it (the reply to its next batch)."""
         ident = next(self._ids)
         self._waiting.setdefault(instance_id, []).append(
             Command(id=ident, action=action, span_id=span_id, reason=reason)
         )
         self._handlers[ident] = on_result
+        if on_taken is not None:
+            self._on_taken[ident] = on_taken
         return ident
 
     def take(self, instance_id: str) -> list[Command]:
         """The commands waiting for this process, now handed over."""
-        return self._waiting.pop(instance_id, [])
+        commands = self._waiting.pop(instance_id, [])
+        for command in commands:
+            taken = self._on_taken.pop(command.id, None)
+            if taken is not None:
+                taken()
+        return commands
 
     def deliver(self, results: list[CommandResult]) -> None:
         """Pass each result to whoever issued its command."""
@@ -71,7 +81,9 @@ class CommandQueue(RegistryListener):
         """Drop the commands waiting for this process, and their callbacks."""
         for command in self._waiting.pop(instance_id, []):
             self._handlers.pop(command.id, None)
+            self._on_taken.pop(command.id, None)
 
     def abandon(self, ident: int) -> None:
         """Stop waiting for a result (it will be ignored if it comes)."""
         self._handlers.pop(ident, None)
+        self._on_taken.pop(ident, None)
