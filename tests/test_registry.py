@@ -171,8 +171,26 @@ def test_leaf_with_open_children_defers_to_them() -> None:
     assert h.advance(6) == ["r"]
     assert h.advance(100) == []
     h.send(SpanEnd("r", h.clock.now), SpanEnd("sub", h.clock.now))
-    # With its children gone, the function is judged on its own: long past 8 s.
-    assert h.advance(0) == ["f"]
+    # With its children gone, the function is judged on its own (long past 8 s) once
+    # its own end had the app's next batch to come in: ends cascade up a run.
+    assert h.advance(0.5) == []
+    assert h.advance(0.5) == ["f"]
+
+
+def test_a_parent_whose_end_follows_its_childrens_in_the_next_batch_is_not_flagged() -> None:
+    """A cancelled sub-agent: the response's and the agent's ends come in one batch, the
+    function's (long past its threshold) in the next. No alarm in between."""
+    h = Harness()
+    t = h.clock.now
+    h.send(
+        start("f", "function", t), start("sub", "agent", t, "f"), start("r", "response", t, "sub")
+    )
+    assert h.advance(6) == ["r"]
+    h.advance(10)
+    h.send(SpanEnd("r", h.clock.now), SpanEnd("sub", h.clock.now))
+    assert h.advance(0.25) == []
+    h.send(SpanEnd("f", h.clock.now))
+    assert h.advance(5) == []
 
 
 def test_max_duration_is_a_whole_run_deadline() -> None:

@@ -72,6 +72,8 @@ class OpenSpan(msgspec.Struct, gc=False, eq=False):
     task_id: int | None
     last_activity: float
     open_children: int = 0
+    # When its last open child ended (0: never waited on one). See deadline_now.
+    children_ended: float = 0.0
     state: SpanState = "open"
     reason: HungReason | None = None
     flagged_at: float | None = None
@@ -118,7 +120,14 @@ class OpenSpan(msgspec.Struct, gc=False, eq=False):
         # their own thresholds: flagging every ancestor too would report one stuck
         # call several times (a function tool that runs a sub-agent, say).
         if not self.container:
-            return INF if self.open_children else self.started + self.threshold
+            if self.open_children:
+                return INF
+            due = self.started + self.threshold
+            if self.children_ended:
+                # Its children just ended: its own end comes right after theirs, maybe
+                # in the app's next batch. Judged once that batch had time to come.
+                due = max(due, self.children_ended + self.process.heartbeat_interval)
+            return due
         idle = INF if self.open_children else self.last_activity + self.threshold
         cap = INF if self.max_duration is None else self.started + self.max_duration
         return min(idle, cap)

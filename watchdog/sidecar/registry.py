@@ -330,6 +330,8 @@ class Registry:
         parent = process.spans.get(span.parent_key) if span.parent_key else None
         if parent is not None and parent.open_children > 0:
             parent.open_children -= 1
+            if not parent.open_children:
+                parent.children_ended = at
         self._touch_ancestors(span, at)
 
     def _touch_ancestors(self, span: OpenSpan, at: float) -> None:
