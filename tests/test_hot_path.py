@@ -22,6 +22,7 @@ import pytest
 from agents import custom_span, trace
 
 import watchdog._collect as collect_module
+import watchdog._sender as sender_transport
 from tests.recorder import Recorder
 from watchdog._collect import SHORT_SAMPLE
 from watchdog._transport import Transport
@@ -242,9 +243,10 @@ def test_ids_and_records_of_ended_spans_are_not_kept(recorder: Recorder, watch: 
     """Bounded memory: once the app is quiet, the sender keeps nothing of spans that
     ended — announced or short."""
     processor = watch(recorder.url)
-    for _ in range(50):
+    for index in range(50):
         with trace("run"), custom_span("a"):
-            processor.force_flush(timeout=2) if _ % 10 == 0 else None
+            if index % 10 == 0:
+                processor.force_flush(timeout=2)  # these two are announced, then end
     processor.force_flush()
     sender = processor._sender
     assert sender is not None
@@ -303,3 +305,41 @@ def test_the_transport_reconnects_when_a_kept_connection_was_closed() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:notaport", "port that is not a number"),
+        ("http://127.0.0.1:99999", "port that is not a number"),
+        ("http://:9750", "names no host"),
+        ("ftp://127.0.0.1", "must start with"),
+    ],
+)
+def test_a_malformed_url_is_refused_at_construction(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        WatchdogProcessor(url)
+
+
+def test_a_transport_that_cannot_be_built_does_not_end_the_watching(
+    recorder: Recorder, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure building the connection (a library patched for a moment, say) is one
+    recovered failure of the sender, never the end of its thread."""
+    real = sender_transport.Transport  # type: ignore[attr-defined]
+    failures = [RuntimeError("patched for a moment")]
+
+    def flaky(url: str, token: str | None) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(url, token)
+
+    monkeypatch.setattr(sender_transport, "Transport", flaky)
+    processor = watch(recorder.url, heartbeat_interval=0.2, flush_interval=0.05)
+    with trace("after-a-failed-start"):
+        processor.force_flush()
+    assert not failures
+    assert "after-a-failed-start" in {
+        e.name for b in recorder.batches for e in b.events if isinstance(e, SpanStart)
+    } | {s.name for b in recorder.batches for s in b.resync or ()}
+    assert recorder.batches[-1].heartbeat.sender_errors == 1

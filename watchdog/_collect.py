@@ -137,11 +137,15 @@ class Collector:
         self._take_short(record._short)
         self._take_activity(record)
         self._ends_never_recorded(record)
+        self._in_order(before)
+
+    def _in_order(self, before: int) -> None:
+        # Order matters when ids repeat (apps choose trace ids, retries reuse them): a
+        # span that started and ended, then another with its id that is still open,
+        # must reach the sidecar as start, end, start. Only the events added since
+        # ``before`` need it: a backlog kept through an outage is in order already.
+        pending = self._pending
         if len(pending) > before + 1:
-            # Order matters when ids repeat (apps choose trace ids, retries reuse them):
-            # a span that started and ended, then another with its id that is still
-            # open, must reach the sidecar as start, end, start. Only this collection's
-            # events need it: a backlog kept through an outage is in order already.
             pending[before:] = sorted(pending[before:], key=_event_time)
 
     def _announce(self, spans: set[Any], opened: dict[Any, OpenInfo]) -> None:
@@ -171,8 +175,7 @@ class Collector:
         """Only the ends of announced spans the app recorded (cheap: no copy)."""
         before = len(self._pending)
         self._take_ends(self._record._queue)
-        if len(self._pending) > before + 1:
-            self._pending[before:] = sorted(self._pending[before:], key=_event_time)
+        self._in_order(before)
 
     def _take_ends(self, queue: deque[tuple[Any, float]]) -> None:
         popleft = queue.popleft

@@ -218,8 +218,9 @@ class Sender:
         library patched for a moment — ends only this stretch, never the watching: it
         is counted (``sender_errors`` in the heartbeat), logged once per streak, and
         the next stretch starts with a resync, so nothing that was open is lost."""
-        transport = Transport(self.settings.url, self.settings.token)
+        transport: Transport | None = None
         try:
+            transport = Transport(self.settings.url, self.settings.token)
             if self._process is None:
                 self._process = self._identity()
             self._loop(transport)
@@ -244,7 +245,8 @@ class Sender:
             self._event.wait(min(self.settings.heartbeat_interval, 0.05 * 2**self._error_streak))
             return False
         finally:
-            transport.close()
+            if transport is not None:
+                transport.close()
 
     def _identity(self) -> ProcessInfo:
         # Imported here, on this thread: an app pays for psutil only once it is watched,

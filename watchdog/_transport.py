@@ -37,6 +37,23 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` naming what is wrong with a sidecar URL, if anything."""
+    if not url.startswith(("http://", "https://", "unix:///")):
+        raise ValueError(
+            f"url must start with http://, https:// or unix:/// (a socket path), got {url!r}"
+        )
+    if url.startswith("unix://"):
+        return
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError(f"url has a port that is not a number 0-65535: {url!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"url names no host: {url!r}")
+
+
 class Transport:
     """POSTs bodies to one sidecar over a kept-alive connection.
 

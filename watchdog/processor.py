@@ -54,6 +54,7 @@ from watchdog._control import abortable
 from watchdog._describe import OpenInfo
 from watchdog._runs import RunAborted, aborted, guard_runs
 from watchdog._sender import Sender, SenderSettings
+from watchdog._transport import check_url
 
 if TYPE_CHECKING:
     from agents.tracing import Span, Trace
@@ -109,10 +110,7 @@ class WatchdogProcessor(TracingProcessor):
         heartbeat_interval: float = 1.0,
         request_timeout: float = 2.0,
     ) -> None:
-        if not url.startswith(("http://", "https://", "unix:///")):
-            raise ValueError(
-                f"url must start with http://, https:// or unix:/// (a socket path), got {url!r}"
-            )
+        check_url(url)
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         if max_open_spans < 1:
